@@ -1,0 +1,43 @@
+"""Where model-written code runs (DESIGN §5): `get_sandbox("local" | "docker", **options)`."""
+
+from __future__ import annotations
+
+from synth.sandbox.base import (
+    ExecResult,
+    ExecutionMode,
+    FileInfo,
+    Limits,
+    Sandbox,
+    SandboxSession,
+    SandboxState,
+    StateDiff,
+)
+
+BACKENDS = ("local", "docker")
+
+
+def get_sandbox(backend: str = "local", **options) -> Sandbox:
+    """A sandbox backend. local options: python=PATH. docker options: image=, client=, build=."""
+    if backend == "local":
+        from synth.sandbox.local import LocalSandbox
+
+        return LocalSandbox(**options)
+    if backend == "docker":
+        from synth.sandbox.docker import DockerSandbox
+
+        return DockerSandbox(**options)
+    raise ValueError(f"unknown sandbox backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+__all__ = [
+    "BACKENDS",
+    "ExecResult",
+    "ExecutionMode",
+    "FileInfo",
+    "Limits",
+    "Sandbox",
+    "SandboxSession",
+    "SandboxState",
+    "StateDiff",
+    "get_sandbox",
+]
