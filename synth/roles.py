@@ -39,12 +39,20 @@ class Role(BaseModel):
     few_shot: list[FewShotMessage] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict, description="Sampling params: temperature, max_tokens …")
     output_schema: str | None = Field(None, description="Name of the pydantic model its reply must validate as.")
+    templates: dict[str, str] = Field(
+        default_factory=dict, description="Named extra Jinja templates (e.g. the refiner's distill/reformulate/refine)."
+    )
 
     def render_system(self, **context: Any) -> str:
         return _render(self.system, context, f"{self.name}.system")
 
     def render_user(self, **context: Any) -> str:
         return _render(self.user, context, f"{self.name}.user")
+
+    def render_template(self, key: str, **context: Any) -> str:
+        if key not in self.templates:
+            raise RoleError(f"role {self.name!r} has no template {key!r}; it has: {', '.join(self.templates) or 'none'}")
+        return _render(self.templates[key], context, f"{self.name}.templates.{key}")
 
     def few_shot_messages(self, **context: Any) -> list[dict[str, str]]:
         return [
@@ -79,3 +87,42 @@ def load_role(name: str, roles_dir: Path | None = None) -> Role:
         if path.is_file():
             return _load_file(path.resolve())
     raise RoleError(f"no role named {name!r} in {', '.join(str(d) for d in role_dirs(roles_dir))}")
+
+
+# --- plugin roles (entry points) -----------------------------------------------------------------------------
+#
+# A package can provide a role in code instead of YAML by declaring, in its pyproject.toml,
+#     [project.entry-points."ds_synth.roles"]
+#     questioner = "my_pkg.roles:MyQuestioner"
+# The entry point returns a class implementing that role's protocol (e.g. synth.graphs.interaction.Questioner);
+# the engine instantiates it with keyword arguments `model=` (its ChatModel) and `role=` (the YAML Role or None).
+
+ROLE_ENTRY_POINT_GROUP = "ds_synth.roles"
+
+
+def _entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=ROLE_ENTRY_POINT_GROUP))
+
+
+def role_plugins() -> dict[str, Any]:
+    """Entry points registered under `ds_synth.roles`, by role name (not yet loaded)."""
+    return {ep.name: ep for ep in _entry_points()}
+
+
+def load_role_plugin(name: str) -> type | None:
+    """The class a plugin registered for role `name`, or None when no plugin provides that role."""
+    entry = role_plugins().get(name)
+    if entry is None:
+        return None
+    try:
+        provided = entry.load()
+    except Exception as exc:  # an installed plugin that cannot import must say which one
+        raise RoleError(f"role plugin {name!r} ({entry.value}) failed to load: {exc}") from exc
+    if not isinstance(provided, type):
+        if callable(provided):
+            provided = provided()  # a factory returning the class
+        if not isinstance(provided, type):
+            raise RoleError(f"role plugin {name!r} ({entry.value}) must return a class, got {type(provided).__name__}")
+    return provided

@@ -35,6 +35,7 @@ class Trajectory:
     model: str = ""
     usage: Usage = field(default_factory=Usage)
     duration_s: float = 0.0
+    error: str | None = None  # why the episode failed when stop_reason is "model_error"
 
     def assistant_text(self) -> str:
         """The whole episode as ONE assistant message, each real execution inline as <Execute>…</Execute>."""
@@ -74,6 +75,7 @@ class Trajectory:
             "model": self.model,
             "usage": self.usage.to_dict(),
             "duration_s": round(self.duration_s, 3),
+            "error": self.error,
         }
 
     @classmethod
@@ -101,4 +103,5 @@ class Trajectory:
             model=data.get("model", ""),
             usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("cost_usd", 0.0)),
             duration_s=data.get("duration_s", 0.0),
+            error=data.get("error"),
         )

@@ -1,0 +1,95 @@
+"""Orchestration overhead of `synth generate` and how throughput scales with --concurrency.
+
+1. Per-episode overhead (graph + SQLite checkpoints + sandbox cells + checklist rules + writes) with a
+   FakeOpenAIServer answering instantly: wall time per episode in ms.
+2. Throughput with a 200 ms-latency server at concurrency 1 and 8: episodes/s and the speed-up ratio (goal ≥ 6×).
+
+Run: python benchmarks/generate_overhead.py [--episodes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from synth.config import GenerateConfig
+from synth.llm.testing_server import FakeOpenAIServer
+from synth.run import generate
+
+CHECKLIST = """\
+category: {category}
+items:
+  - rule: answer_present
+  - rule: sources_unchanged
+  - rule: execute_blocks_authentic
+  - id: supported
+    question: Is the answer supported by the printed output?
+"""
+CODE = ("<Analyze>Look.</Analyze>\n<Code>\n```python\nimport csv\nrows = list(csv.reader(open('sales.csv')))\n"
+        "print(len(rows))\n```\n</Code>")
+ANSWER = "<Understand>Counted.</Understand>\n<Answer>There are 5 rows.</Answer>"
+
+
+def reply(body: dict) -> str:
+    messages = body["messages"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    last = messages[-1]["content"]
+    if "You write data-science tasks" in system:
+        m = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
+        words = " ".join(f"{m.group(1)}{i} {m.group(2)}{i}" for i in range(8))  # unique per episode kind
+        return json.dumps({"instruction": f"Count the rows of sales.csv ({words}).", "files": ["sales.csv"],
+                           "deliverables": [], "reference_answer": None, "checklist": []})
+    if "You review the work" in system:
+        ids = re.findall(r"- id (\S+):", last)
+        return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
+    return ANSWER if "<Execute>" in last else CODE
+
+
+async def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int) -> float:
+    config = GenerateConfig(
+        sources=root / "src", out=root / name, model="openai:bench", base_url=base_url, limit=episodes,
+        categories=["data_analysis", "data_cleaning", "data_insight", "modeling"], checklists=root / "checklists",
+        concurrency=concurrency, max_rounds=4, seed=1,
+    )
+    started = time.perf_counter()
+    summary = await generate(config, out=io.StringIO(), live=False)
+    elapsed = time.perf_counter() - started
+    if summary.accepted + summary.rejected != episodes:
+        raise SystemExit(f"{name}: only {summary.accepted + summary.rejected} of {episodes} episodes finished")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--episodes", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        (root / "src").mkdir()
+        (root / "src" / "sales.csv").write_text("region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n")
+        (root / "checklists").mkdir()
+        for category in ("data_analysis", "data_cleaning", "data_insight", "modeling"):
+            (root / "checklists" / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
+        with FakeOpenAIServer(reply=reply) as server:
+            instant = asyncio.run(_run(root, "instant", server.base_url, args.episodes, 1))
+        print(f"per-episode orchestration overhead (instant model, 4 LLM calls, 1 cell, concurrency 1): "
+              f"{instant / args.episodes * 1000:.0f} ms")
+        with FakeOpenAIServer(reply=reply, latency_s=0.2) as server:
+            c1 = asyncio.run(_run(root, "c1", server.base_url, args.episodes, 1))
+            c8 = asyncio.run(_run(root, "c8", server.base_url, args.episodes, 8))
+            peak = server.max_in_flight
+        print(f"200 ms model: concurrency 1 {args.episodes / c1:.2f} episodes/s, concurrency 8 "
+              f"{args.episodes / c8:.2f} episodes/s (peak {peak} requests in flight)")
+        print(f"throughput ratio concurrency 8 / 1: {c1 / c8:.2f}x (goal >= 6x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""`synth generate` runs: run dir handling, stats, and a real subprocess killed with SIGKILL then --resume'd.
+
+Models are `openai:` specs against a local FakeOpenAIServer whose replies are a pure function of the request,
+so an interrupted-and-resumed run and an uninterrupted run see the same answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from synth.llm.testing_server import FakeOpenAIServer
+from synth.run import generate_command
+
+CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n"
+CHECKLIST = """\
+category: {category}
+items:
+  - rule: answer_present
+  - rule: sources_unchanged
+  - rule: execute_blocks_authentic
+  - id: supported
+    question: Is the answer supported by the printed output?
+"""
+TASKS = {
+    ("data_analysis", "easy"): "Sum the amount column per region and report which region has the largest total.",
+    ("data_analysis", "medium"): "Count how many rows each region has in sales.csv and list them sorted.",
+    ("data_cleaning", "easy"): "Check sales.csv for missing values in every column and report counts.",
+    ("data_cleaning", "medium"): "Find duplicated region labels ignoring case, write cleaned.csv keeping one spelling.",
+}
+CODE = ("<Analyze>Look at the data.</Analyze>\n<Code>\n```python\nimport pandas as pd\n"
+        "df = pd.read_csv('sales.csv')\nprint(df.groupby('region')['amount'].sum().to_string())\n```\n</Code>")
+ANSWER = "<Understand>Done.</Understand>\n<Answer>north has the largest total, 30.</Answer>"
+
+
+def scripted_reply(body: dict) -> str:
+    """Questioner, solver or inspector reply, chosen from the request content alone (deterministic)."""
+    messages = body["messages"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    last = messages[-1]["content"]
+    if "You write data-science tasks" in system:
+        cat = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
+        instruction = TASKS[(cat.group(1), cat.group(2))]
+        return json.dumps({"instruction": instruction, "files": ["sales.csv"], "deliverables": [],
+                           "reference_answer": None, "checklist": []})
+    if "You review the work" in system:
+        ids = re.findall(r"- id (\S+):", last)
+        return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
+    return ANSWER if "<Execute>" in last else CODE  # the real output came back: answer
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> dict[str, Path]:
+    tmp_path.chmod(0o755)  # sandbox workers run as another uid and must reach the run dir
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "sales.csv").write_text(CSV)
+    checklists = tmp_path / "checklists"
+    checklists.mkdir()
+    for category in ("data_analysis", "data_cleaning"):
+        (checklists / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
+    return {"root": tmp_path, "src": src, "checklists": checklists}
+
+
+def _args(ws: dict[str, Path], out: Path, base_url: str) -> list[str]:
+    return ["--sources", str(ws["src"]), "--out", str(out), "--model", "openai:fake", "--base-url", base_url,
+            "--limit", "3", "--categories", "data_analysis,data_cleaning", "--difficulties", "easy,medium",
+            "--checklists", str(ws["checklists"]), "--concurrency", "1", "--seed", "7", "--max-rounds", "4"]
+
+
+def _cli(args: list[str], *, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "synth", "generate", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _src_hash(ws) -> str:
+    return hashlib.sha256((ws["src"] / "sales.csv").read_bytes()).hexdigest()
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(workspace) -> None:
+    ws = workspace
+    before = _src_hash(ws)
+    with FakeOpenAIServer(reply=scripted_reply, latency_s=0.25) as server:
+        # Reference: one uninterrupted run.
+        full = ws["root"] / "full"
+        proc = _cli(_args(ws, full, server.base_url), cwd=ws["root"])
+        output, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, output
+        assert f"records: {full / 'records.jsonl'}" in output
+        expected = _ids(full / "records.jsonl")
+        assert len(expected) == 3 and len(set(expected)) == 3
+
+        # Interrupted: SIGKILL as soon as the first record is on disk, mid-run.
+        crashed = ws["root"] / "crashed"
+        proc = _cli(_args(ws, crashed, server.base_url), cwd=ws["root"])
+        records = crashed / "records.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (records.exists() and records.read_text().strip()):
+            time.sleep(0.05)
+        time.sleep(0.4)  # into the next episode's LLM calls
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        partial = _ids(records)
+        assert 1 <= len(partial) < 3, "the kill must land mid-run"
+
+        calls_before_resume = server.count
+        proc = _cli(["--out", str(crashed), "--resume"], cwd=ws["root"])
+        output, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, output
+        resumed_calls = server.count - calls_before_resume
+
+    final = _ids(records)
+    assert sorted(final) == sorted(expected) and len(final) == len(set(final))
+    assert final[: len(partial)] == partial  # nothing rewritten
+    assert resumed_calls < 3 * 4  # finished episodes and cached replies cost no new calls
+    stats = json.loads((crashed / "stats.json").read_text())
+    assert stats["accepted"] == 3 and stats["rejected"] == 0
+    assert sum(v.get("accepted", 0) for v in stats["by_category"].values()) == 3
+    assert stats["checklist_items"]["sources_unchanged"]["pass_rate"] == 1.0
+    assert _src_hash(ws) == before and sorted(p.name for p in ws["src"].iterdir()) == ["sales.csv"]
+
+
+def test_run_dir_holds_config_stats_and_outputs(workspace) -> None:
+    ws = workspace
+    out = ws["root"] / "run"
+    with FakeOpenAIServer(reply=scripted_reply) as server:
+        log = io.StringIO()
+        code = generate_command(dict(zip(["sources", "out", "model", "base_url", "limit", "categories",
+                                          "difficulties", "checklists", "seed"],
+                                         [ws["src"], out, "openai:fake", server.base_url, 2, ["data_analysis"],
+                                          ["easy", "medium"], ws["checklists"], 3])), out=log)
+    assert code == 0, log.getvalue()
+    for name in ("config.yaml", "records.jsonl", "rejected.jsonl", "stats.json", "checkpoints.sqlite",
+                 "cache.sqlite"):
+        assert (out / name).exists(), name
+    assert not (out / "work").exists()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["planned"] == 2 and stats["accepted"] == 2
+    assert stats["by_difficulty"] == {"easy": {"accepted": 1}, "medium": {"accepted": 1}}
+    assert stats["tokens"]["prompt"] > 0 and stats["llm_calls"] == 2 * 4
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    assert record["models"] == {"questioner": "openai:fake", "solver": "openai:fake", "inspector": "openai:fake"}
+    assert "<Execute>\nregion\neast      7" in record["messages"][-1]["content"]
+    # Running into the same dir without --resume is refused, and nothing there is touched.
+    before = (out / "records.jsonl").read_bytes()
+    log = io.StringIO()
+    assert generate_command({"sources": ws["src"], "out": out}, out=log) == 2
+    assert "not empty; pass --resume" in log.getvalue() and (out / "records.jsonl").read_bytes() == before
+    # The stored config reruns the same plan.
+    from synth.config import GenerateConfig
+
+    stored = GenerateConfig.load(out / "config.yaml")
+    assert stored.seed == 3 and stored.limit == 2 and stored.out == out
+
+
+def test_clear_errors(workspace, tmp_path: Path) -> None:
+    log = io.StringIO()
+    assert generate_command({"sources": tmp_path / "missing"}, out=log) == 2
+    assert "no such file or directory" in log.getvalue()
+    log = io.StringIO()
+    assert generate_command({"out": tmp_path / "nothing", "resume": True}, out=log) == 2
+    assert "nothing to resume" in log.getvalue()
+    log = io.StringIO()
+    assert generate_command({"sources": workspace["src"], "out": workspace["src"] / "run"}, out=log) == 2
+    assert "inside the source folder" in log.getvalue() and not (workspace["src"] / "run").exists()
+    log = io.StringIO()
+    assert generate_command({"sources": workspace["src"], "categories": ["cooking"]}, out=log) == 2
+    assert "unknown category 'cooking'" in log.getvalue()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    log = io.StringIO()
+    assert generate_command({"sources": empty, "out": tmp_path / "r"}, out=log) == 2
+    assert "no usable data sources" in log.getvalue()
