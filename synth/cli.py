@@ -113,6 +113,8 @@ def generate(
     roles: Optional[Path] = typer.Option(None, "--roles", help="Directory of role YAML overriding the built-ins."),
     checklists: Optional[Path] = typer.Option(None, "--checklists", help="Directory of checklist YAML overriding the built-ins."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Sandbox backend: local | docker"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where episodes run: local | ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (with --executor ray)."),
 ) -> None:
     """Synthesize interaction trajectories from the sources: propose → solve → inspect → accept/revise/reject."""
     from synth.run import generate_command
@@ -122,7 +124,7 @@ def generate(
         difficulties=_split_list(difficulties), model=model, questioner_model=questioner_model,
         solver_model=solver_model, inspector_model=inspector_model, base_url=base_url, concurrency=concurrency,
         mode=mode, max_revisions=max_revisions, max_rounds=max_rounds, resume=resume or None, seed=seed,
-        roles=roles, checklists=checklists, backend=backend,
+        roles=roles, checklists=checklists, backend=backend, executor=executor, ray_address=ray_address,
     )
     raise typer.Exit(generate_command(options, config_path=config))
 
@@ -150,6 +152,8 @@ def refine(
     roles: Optional[Path] = typer.Option(None, "--roles", help="Directory of role YAML overriding the built-ins."),
     checklists: Optional[Path] = typer.Option(None, "--checklists", help="Directory with a keywords.yaml overriding the built-in vocabulary."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where items run: local | ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (with --executor ray)."),
 ) -> None:
     """Synthesize reasoning trajectories: distill → verify → reformulate → keyword-guided refine → verify."""
     from synth.graphs.reasoning import refine_command
@@ -160,6 +164,7 @@ def refine(
         judge_model=judge_model, base_url=base_url, concurrency=concurrency, keywords_per_trace=keywords_per_trace,
         seed=seed, matchers=matchers, max_distill_attempts=max_distill_attempts,
         max_refine_attempts=max_refine_attempts, roles=roles, checklists=checklists, resume=resume or None,
+        executor=executor, ray_address=ray_address,
     )
     raise typer.Exit(refine_command(options))
 
