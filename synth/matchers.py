@@ -1,0 +1,326 @@
+"""Pluggable answer matchers: does a model's answer agree with a reference answer?
+
+    exact     normalised strings equal (synth.checklist.normalize_answer)
+    numeric   every reference number appears among the answer's numbers, within a relative tolerance
+    wikitq    WikiTableQuestions denotation accuracy: the official evaluator's normalisation (diacritics, quotes,
+              dashes, citations, trailing parentheses and '.'), values typed as number / date / string, list
+              answers compared as sets of the same size. Extended with thousands separators ("1,000") and
+              written-out dates ("January 5, 2010") that the official script leaves to CoreNLP tagging.
+    contains  synth.checklist.answers_match: the reference occurs in a prose answer (lenient)
+    judge     an LLM decides (roles/judge.yaml) — the last resort, for answers no rule can read
+
+`match_answer(answer, reference, chain)` tries matchers in order and returns the first that accepts. The answer
+text is also read as its likely final-answer candidates ("The answer is X.", a bold **X**, the last line), since
+models wrap the value in prose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from synth.checklist import answers_match, extract_numbers, normalize_answer
+
+RuleMatcher = Callable[[str, Any], bool]
+DEFAULT_CHAIN: tuple[str, ...] = ("exact", "wikitq", "numeric", "contains")
+
+
+class MatcherError(ValueError):
+    """Unknown matcher name or a bad matcher chain."""
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    matched: bool
+    method: str  # the matcher that accepted, or "none"
+    detail: str = ""  # e.g. the candidate that matched, or the judge's reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matched": self.matched, "method": self.method, "detail": self.detail}
+
+
+# --- exact / numeric / contains -----------------------------------------------------------------------------------
+
+
+def exact_match(answer: str, reference: Any) -> bool:
+    """Equal after lower-casing and stripping punctuation, articles and whitespace; lists compared as sets."""
+    refs = reference_values(reference)
+    answers = _split_prediction(answer, len(refs))
+    if len(answers) != len(refs):
+        return False
+    return sorted(normalize_answer(a) for a in answers) == sorted(normalize_answer(r) for r in refs)
+
+
+def numeric_match(answer: str, reference: Any, *, rel_tolerance: float = 1e-4, abs_tolerance: float = 1e-6) -> bool:
+    """Every reference value is a number and each appears among the answer's numbers (within tolerance)."""
+    refs = reference_values(reference)
+    ref_numbers = [_parse_number(r) for r in refs]
+    if not ref_numbers or any(n is None for n in ref_numbers):
+        return False
+    found = extract_numbers(answer)
+    return all(any(math.isclose(v, n, rel_tol=rel_tolerance, abs_tol=abs_tolerance) for v in found)
+               for n in ref_numbers)
+
+
+def contains_match(answer: str, reference: Any) -> bool:
+    return answers_match(answer, reference, contains=True)
+
+
+# --- WikiTQ denotation accuracy ----------------------------------------------------------------------------------
+
+
+def wikitq_normalize(text: str) -> str:
+    """The official WikiTQ evaluator's `normalize` (evaluator.py, Pasupat & Liang 2015)."""
+    x = "".join(c for c in unicodedata.normalize("NFKD", str(text)) if unicodedata.category(c) != "Mn")
+    x = re.sub(r"[‘’´`]", "'", x)
+    x = re.sub(r"[“”]", '"', x)
+    x = re.sub(r"[‐‑‒–—−]", "-", x)
+    while True:
+        old = x
+        x = re.sub(r"((?<!^)\[[^\]]*\]|\[\d+\]|[•♦†‡*#+])*$", "", x.strip())  # citations, footnote marks
+        x = re.sub(r"(?<!^)( \([^)]*\))*$", "", x.strip())  # trailing details in parentheses
+        x = re.sub(r'^"([^"]*)"$', r"\1", x.strip())  # outermost quotation marks
+        if x == old:
+            break
+    if x and x[-1] == ".":
+        x = x[:-1]
+    return re.sub(r"\s+", " ", x, flags=re.U).lower().strip()
+
+
+_MONTHS = {m: i for i, m in enumerate(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+     "november", "december"], start=1)}
+_MONTHS.update({name[:3]: i for name, i in list(_MONTHS.items())})
+_MONTHS["sept"] = 9
+
+
+def _parse_number(text: Any) -> float | None:
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = wikitq_normalize(str(text)).replace("−", "-")
+    if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    try:
+        value = float(s)
+    except ValueError:
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _parse_date(text: str) -> tuple[int, int, int] | None:
+    """(year, month, day) with -1 for an unknown part, as the official DateValue; None when not a date."""
+    s = wikitq_normalize(text).replace(",", " ")
+    s = " ".join(s.split())
+    m = re.fullmatch(r"(\d{4}|xxxx|xx)-(\d{1,2}|xx)-(\d{1,2}|xx)", s)
+    if m:
+        parts = [-1 if not p.isdigit() else int(p) for p in m.groups()]
+        year, month, day = parts
+        if (month == -1 or 1 <= month <= 12) and (day == -1 or 1 <= day <= 31) and not (year == month == day == -1):
+            return year, month, day
+        return None
+    words = s.split(" ")
+    month = next((_MONTHS[w.rstrip(".")] for w in words if w.rstrip(".") in _MONTHS), None)
+    if month is None:
+        return None
+    rest = [w for w in words if w.rstrip(".") not in _MONTHS]
+    if not rest or len(rest) > 2 or not all(re.fullmatch(r"\d{1,2}(st|nd|rd|th)?|\d{4}", w) for w in rest):
+        return None
+    year, day = -1, -1
+    for w in rest:
+        digits = int(re.sub(r"\D", "", w))
+        if len(re.sub(r"\D", "", w)) == 4:
+            year = digits
+        elif 1 <= digits <= 31:
+            day = digits
+        else:
+            return None
+    return year, month, day
+
+
+def _typed(text: str) -> tuple[str, Any]:
+    number = _parse_number(text)
+    if number is not None:
+        return "number", number
+    date = _parse_date(text)
+    if date is not None:
+        return "date", date
+    return "string", wikitq_normalize(text)
+
+
+def _value_matches(predicted: str, target: str) -> bool:
+    if wikitq_normalize(predicted) == wikitq_normalize(target):
+        return True
+    p_kind, p_value = _typed(predicted)
+    t_kind, t_value = _typed(target)
+    if p_kind != t_kind:
+        # A year written alone ("1993") against a date target with only the year known, and vice versa.
+        if {p_kind, t_kind} == {"number", "date"}:
+            number, date = (p_value, t_value) if p_kind == "number" else (t_value, p_value)
+            return date[1] == -1 and date[2] == -1 and float(date[0]) == number
+        return False
+    if p_kind == "number":
+        return abs(p_value - t_value) < 1e-6
+    return p_value == t_value
+
+
+def wikitq_match(answer: str, reference: Any) -> bool:
+    """Denotation accuracy: same number of values, and every target value matches a distinct predicted one."""
+    targets = reference_values(reference)
+    predicted = _split_prediction(answer, len(targets))
+    if not targets or len(predicted) != len(targets):
+        return False
+    unused = list(predicted)
+    for target in targets:
+        hit = next((p for p in unused if _value_matches(p, target)), None)
+        if hit is None:
+            return False
+        unused.remove(hit)
+    return True
+
+
+# --- answers as values -------------------------------------------------------------------------------------------
+
+
+def reference_values(reference: Any) -> list[str]:
+    """A reference as its list of values: a list, a JSON list, or WikiTQ's `a|b|c`."""
+    if isinstance(reference, (list, tuple, set)):
+        return [str(v) for v in reference]
+    text = str(reference).strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parsed = json.loads(text)
+            if isinstance(parsed, list):
+                return [str(v) for v in parsed]
+        except json.JSONDecodeError:
+            pass
+    if "|" in text:
+        return [p.strip() for p in text.split("|") if p.strip()]
+    return [text] if text else []
+
+
+def _split_prediction(answer: str, expected: int) -> list[str]:
+    values = reference_values(answer)
+    if expected > 1 and len(values) == 1:
+        # A list written in prose: "a, b and c" / "a; b".
+        parts = [p.strip() for p in re.split(r";|,(?!\d{3}\b)|\band\b", values[0]) if p.strip()]
+        if len(parts) == expected:
+            return parts
+    return values
+
+
+_ANSWER_IS_RE = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*(.+)", re.IGNORECASE | re.DOTALL)
+_BOLD_RE = re.compile(r"\*\*(.+?)\*\*")
+
+
+def answer_candidates(text: str) -> list[str]:
+    """The answer text and the final-answer strings likely inside it, most specific first, without repeats."""
+    text = str(text or "").strip()
+    found: list[str] = []
+    for m in _ANSWER_IS_RE.finditer(text):
+        found.append(m.group(1).strip().splitlines()[0].rstrip(".") if m.group(1).strip() else "")
+    found.extend(m.group(1) for m in _BOLD_RE.finditer(text))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines:
+        found.append(lines[-1])
+    found.append(text)
+    out: list[str] = []
+    for item in found:
+        item = item.replace("**", "").strip()
+        item = re.sub(r"^\$|\$$", "", item).strip()
+        if item and item not in out:
+            out.append(item)
+    return out
+
+
+# --- registry and chains -----------------------------------------------------------------------------------------
+
+RULE_MATCHERS: dict[str, RuleMatcher] = {
+    "exact": exact_match,
+    "numeric": numeric_match,
+    "wikitq": wikitq_match,
+    "contains": contains_match,
+}
+MATCHER_NAMES: tuple[str, ...] = (*RULE_MATCHERS, "judge")
+
+
+def parse_chain(spec: str | Sequence[str] | None) -> list[str]:
+    """'exact,wikitq,judge' (or a list) as a checked list of matcher names; None/'auto' is DEFAULT_CHAIN."""
+    if spec is None or spec == "auto":
+        return list(DEFAULT_CHAIN)
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    if not names:
+        raise MatcherError("matcher chain is empty; name at least one of " + ", ".join(MATCHER_NAMES))
+    for name in names:
+        if name not in MATCHER_NAMES:
+            raise MatcherError(f"unknown matcher {name!r}; choose from {', '.join(MATCHER_NAMES)}")
+    return names
+
+
+def match_rules(answer: str | None, reference: Any, chain: Sequence[str] = DEFAULT_CHAIN) -> MatchResult:
+    """The rule matchers of `chain` (the judge is skipped), tried on every answer candidate."""
+    if answer is None or reference is None or not reference_values(reference):
+        return MatchResult(False, "none", "no answer" if answer is None else "no reference")
+    candidates = answer_candidates(answer)
+    for name in chain:
+        matcher = RULE_MATCHERS.get(name)
+        if matcher is None:
+            continue
+        for candidate in candidates:
+            if matcher(candidate, reference):
+                return MatchResult(True, name, candidate[:200])
+    return MatchResult(False, "none", f"{candidates[0][:200] if candidates else ''!r} vs {reference!r}")
+
+
+async def match_answer(answer: str | None, reference: Any, chain: Sequence[str] = DEFAULT_CHAIN, *,
+                       judge_model: Any = None, question: str = "", roles_dir: Any = None) -> MatchResult:
+    """Rule matchers in order; the LLM judge last, only when `judge` is in the chain and a model is given."""
+    result = match_rules(answer, reference, chain)
+    if result.matched or "judge" not in chain or judge_model is None or answer is None or reference is None:
+        return result
+    return await judge_match(judge_model, question=question, answer=answer, reference=reference, roles_dir=roles_dir)
+
+
+async def judge_match(model: Any, *, question: str, answer: str, reference: Any, roles_dir: Any = None) -> MatchResult:
+    """Ask an LLM whether `answer` states the same result as `reference` (roles/judge.yaml)."""
+    from synth.roles import load_role
+
+    role = load_role("judge", roles_dir)
+    messages = []
+    system = role.render_system()
+    if system.strip():
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": role.render_user(
+        question=question, answer=answer, reference=" | ".join(reference_values(reference)))})
+    params = role.params
+    completion = await model.chat(messages, max_tokens=params.get("max_tokens", 200),
+                                  temperature=params.get("temperature", 0.0))
+    verdict, reason = _read_judgement(completion.text)
+    return MatchResult(verdict, "judge" if verdict else "none", reason)
+
+
+def _read_judgement(text: str) -> tuple[bool, str]:
+    try:
+        start, end = text.index("{"), text.rindex("}") + 1
+        data = json.loads(text[start:end])
+        value = data.get("match")
+        if isinstance(value, bool):
+            return value, str(data.get("reason", ""))[:300]
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
+            return value.strip().lower() in ("true", "yes"), str(data.get("reason", ""))[:300]
+    except (ValueError, AttributeError):
+        pass
+    # No usable JSON: a judge that cannot say clearly does not accept.
+    return False, f"unreadable judge reply: {' '.join(text.split())[:200]!r}"
+
+
+__all__ = [
+    "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "exact_match", "numeric_match",
+    "contains_match", "wikitq_match", "wikitq_normalize", "reference_values", "answer_candidates", "parse_chain",
+    "match_rules", "match_answer", "judge_match",
+]
