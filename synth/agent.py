@@ -47,6 +47,10 @@ _ERROR_NOTE = (
     "The code failed. Read the error above, fix the code (use only column names you saw printed) and run it "
     "again in a new <Code> block. Do not answer before the code works."
 )
+_ANSWER_AFTER_ERROR = (
+    "Your last code failed, so that answer is not supported by any output. First fix the code in a new <Code> "
+    "block (check the table and column names), run it, then answer from its output."
+)
 _CONTINUE = "Continue: write the next <Code> block, or give the final <Answer>."
 _EMPTY_REPROMPT = "Your reply was empty. Continue with the next step: a <Code> block or the final <Answer>."
 
@@ -66,6 +70,11 @@ class AgentConfig(BaseModel):
     max_empty_replies: int = Field(2, ge=0, description="Empty replies retried before stopping with empty_reply.")
     max_repeated_code: int = Field(3, ge=2, description="Same code this many times in a row stops the episode.")
     roles_dir: Path | None = Field(None, description="User roles directory overriding the built-in solver role.")
+    refuse_answer_after_error: int = Field(
+        1, ge=0,
+        description="Times per episode an <Answer> given right after a failed cell is refused and the model asked to "
+        "fix the code first (small models answer from an error message); 0 accepts every answer.",
+    )
 
 
 async def run_agent(
@@ -116,6 +125,7 @@ class _Loop:
         empty_replies = 0
         rounds = 0
         repeats = 1
+        refusals = 0
         pending_note: str | None = None
         stop_reason = "max_rounds"
         while rounds < self.cfg.max_rounds:
@@ -168,6 +178,21 @@ class _Loop:
                     stop_reason = "repeated_code"
                     await self._emit("note", {"round": rounds, "note": "repeated code: stopped"})
                     break
+            if (
+                turn.code is None
+                and parsed.answer is not None
+                and self.family != "deepanalyze"
+                and refusals < self.cfg.refuse_answer_after_error
+                and traj.turns
+                and traj.turns[-1].result is not None
+                and not traj.turns[-1].result.ok
+            ):
+                # Not recorded: the trajectory keeps the failed cell and continues with the fix.
+                refusals += 1
+                self.messages.append({"role": "assistant", "content": turn.text})
+                self._append_user(_ANSWER_AFTER_ERROR)
+                await self._emit("note", {"round": rounds, "note": "answer after a failed cell refused"})
+                continue
             for note in notes:
                 await self._emit("note", {"round": rounds, "note": note})
             for action in parsed.actions:

@@ -161,10 +161,27 @@ async def test_code_error_then_recovery(open_session):
 
 async def test_cell_timeout(open_session):
     model = ScriptedChatModel([code_turn("import time\ntime.sleep(30)"), "<Answer>too slow</Answer>"], strict=True)
-    traj = await run_agent(model, open_session(), "q", config=AgentConfig(cell_timeout_s=1))
+    traj = await run_agent(model, open_session(), "q", config=AgentConfig(cell_timeout_s=1, refuse_answer_after_error=0))
     result = traj.turns[0].result
     assert result.timed_out and not result.ok and result.duration_s < 15
     assert traj.answer == "too slow"
+
+
+async def test_answer_right_after_a_failed_cell_is_refused_once(open_session):
+    bad = "import pandas as pd\ndf = pd.read_csv('orders.csv')\nprint(df['Price'].mean())"
+    guess = "<Answer>12.5</Answer>"
+    model = ScriptedChatModel([code_turn(bad), guess, code_turn(MEAN_CODE, "Fix the column."), ANSWER], strict=True)
+    traj = await run_agent(model, open_session(), "Mean price in Berlin?")
+    assert "fix the code" in model.calls[2]["messages"][-1]["content"]
+    assert traj.answer == "15.0" and "12.5" not in traj.assistant_text()
+    assert [t.result.ok for t in traj.turns if t.result] == [False, True]
+
+
+async def test_refusal_is_bounded(open_session):
+    model = ScriptedChatModel([code_turn("1/0"), "<Answer>a</Answer>", code_turn("1/0 + 1"), "<Answer>b</Answer>"],
+                              strict=True)
+    traj = await run_agent(model, open_session(), "q")
+    assert traj.answer == "b" and traj.stop_reason == "answer" and len(model.calls) == 4
 
 
 @pytest.mark.parametrize("mode, expected", [("session", "42"), ("script", "NameError")])

@@ -13,6 +13,7 @@ already-proposed task, `solve` starts from a fresh workspace, `emit`/`reject` sk
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import operator
 import re
@@ -89,6 +90,7 @@ class ProposalRequest:
     category: str
     difficulty: str
     avoid: list[str] = field(default_factory=list)  # instructions the new task must not repeat
+    focus_table: str | None = None  # the table the task should centre on (spreads tasks over a source's tables)
 
 
 @runtime_checkable
@@ -142,6 +144,7 @@ class LLMQuestioner:
             "avoid": request.avoid,
             "rule_names": ", ".join(self.rule_names) or "answer_present",
             "files": request.file_names,
+            "focus_table": request.focus_table,
         }
         messages: list[Message] = [{"role": "system", "content": self.role.render_system(**context)}]
         messages += self.role.few_shot_messages(**context)  # type: ignore[arg-type]
@@ -262,10 +265,23 @@ class SourceInfo:
     prompt: str  # DataCard.to_prompt()
     kind: str = ""
     questioner_chars: int = 2500  # the card is cut to this for the questioner (small models, slow prefill)
+    card: Any = None  # the DataCard, when the run profiled one
 
     @property
     def prompt_short(self) -> str:
         return self.prompt if len(self.prompt) <= self.questioner_chars else self.prompt[: self.questioner_chars] + "\n…"
+
+    def focus_table(self, episode_id: str) -> str | None:
+        """The table an episode's task centres on: a stable pick per episode, so a resumed run asks the same."""
+        tables = [t.name for t in (self.card.tables if self.card is not None else []) if not t.is_view]
+        if not tables:
+            return None
+        return tables[int(hashlib.sha256(episode_id.encode()).hexdigest(), 16) % len(tables)]
+
+    def questioner_card(self, focus: str | None) -> str:
+        if focus is None or self.card is None:
+            return self.prompt_short
+        return self.card.focus_prompt(focus, self.questioner_chars)
 
 
 EventHook = Callable[[str, dict[str, Any]], None]
@@ -503,7 +519,9 @@ def build_interaction_graph(deps: EpisodeDeps):
             m, deps.roles_dir, validate_items=_validate_task_items, rule_names=_rule_names()))
         questioner = factory(meter)
         avoid: list[str] = []
-        request = ProposalRequest(source.name, source.prompt_short, [source.path.name], ep["category"], ep["difficulty"])
+        focus = source.focus_table(ep["episode_id"])
+        request = ProposalRequest(source.name, source.questioner_card(focus), [source.path.name], ep["category"],
+                                  ep["difficulty"], focus_table=focus)
         try:
             for _ in range(2):  # one retry when the task only rewords an accepted one
                 request.avoid = avoid

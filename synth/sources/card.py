@@ -153,6 +153,25 @@ class DataCard(_Model):
                     blocks[i], chosen[i] = richer, level
         return "\n".join([header] + blocks)
 
+    def focus_prompt(self, table: str, max_chars: int = 2500) -> str:
+        """Like `to_prompt`, but centred on one table: it first and in full detail (statistics, example rows),
+        the tables it references by foreign key with their statistics, every other table as one line."""
+        focus = self.table(table)
+        linked = {fk.ref_table for fk in focus.foreign_keys} | {
+            t.name for t in self.tables if any(fk.ref_table == focus.name for fk in t.foreign_keys)
+        }
+        header = f"Source {self.name} ({self.kind}, {_human_size(self.size_bytes)})"
+        blocks = [_render_table(focus, _PROMPT_ROWS, True)]
+        others = [t for t in self.tables if t.name != focus.name]
+        blocks += [_render_table(t, 0, False) for t in others if t.name in linked]
+        rest = [t for t in others if t.name not in linked]
+        if rest:
+            blocks.append("Other tables: " + ", ".join(f"{t.name} ({t.rows} rows)" for t in rest))
+        text = "\n".join([header, *blocks])
+        if len(text) > max_chars:
+            text = text[: max_chars - 13].rstrip() + "\n…[truncated]"
+        return text
+
     def _fit(self, header: str, blocks: list[str], budget: int) -> str:
         """Compact schemas of as many tables as fit, then a line naming the ones left out."""
         names = [t.name for t in self.tables] + [d.name for d in self.documents]
