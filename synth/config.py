@@ -56,6 +56,8 @@ class GenerateConfig(BaseModel):
     checklists: Path | None = Field(None, description="Directory of checklist YAML files overriding built-ins.")
     backend: Literal["local", "docker"] = "local"
     resume: bool = Field(False, description="Continue an interrupted run in `out`.")
+    executor: Literal["local", "ray"] = Field("local", description="Where episodes run: this process or Ray.")
+    ray_address: str | None = Field(None, description="Ray cluster address for --executor ray (default: local).")
 
     @field_validator("categories")
     @classmethod

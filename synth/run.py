@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from synth.config import ConfigError, GenerateConfig
 from synth.graphs.interaction import (
@@ -24,13 +24,15 @@ from synth.graphs.interaction import (
     EpisodeSink,
     SourceInfo,
     build_interaction_graph,
-    episode_finished,
     repair_jsonl,
     run_episode,
 )
 from synth.llm.base import ChatModel
 from synth.sampler import NearDuplicateIndex, SourceRef, plan_episodes
 from synth.sandbox.base import Limits
+
+if TYPE_CHECKING:
+    from synth.executors import Executor
 
 RUN_FILES = ("config.yaml", "records.jsonl", "rejected.jsonl", "stats.json", "checkpoints.sqlite", "cache.sqlite")
 
@@ -69,7 +71,8 @@ def prepare_run_dir(config: GenerateConfig) -> tuple[Path, GenerateConfig]:
         if not saved.is_file():
             raise RunError(f"--resume: {saved} not found; nothing to resume there")
         stored = GenerateConfig.load(saved)
-        config = stored.model_copy(update={"resume": True, "out": run_dir, "concurrency": config.concurrency})
+        config = stored.model_copy(update={"resume": True, "out": run_dir, "concurrency": config.concurrency,
+                                           "executor": config.executor, "ray_address": config.ray_address})
     else:
         config = config.model_copy(update={"out": run_dir})
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,9 +102,15 @@ def load_sources(config: GenerateConfig, warn: Callable[[str], None]) -> dict[st
         if not path.is_absolute():
             path = (root if root.is_dir() else root.parent) / path
         sources[item.name] = SourceInfo(name=item.name, path=path, sha256=item.sha256, prompt=item.to_prompt(max_chars=2500),
-                                        kind=str(item.kind))
+                                        kind=str(item.kind), card=item)
     if not sources:
         raise RunError(f"--sources {root}: no usable data sources found")
+    documents = [name for name, info in sources.items() if not (info.card and info.card.tables)]
+    if len(documents) < len(sources):
+        # Tasks are computed over tables; a LICENSE or README next to a database is context, not a task source.
+        for name in documents:
+            warn(f"not planning tasks on {name}: a document without tables")
+            del sources[name]
     return sources
 
 
@@ -129,9 +138,15 @@ async def generate(
     models: dict[str, ChatModel] | None = None,
     out: TextIO | None = None,
     live: bool | None = None,
+    executor: "Executor | None" = None,
 ) -> RunSummary:
-    """Run (or resume) a generation run. `models` (role → ChatModel) replaces loading them from the config."""
+    """Run (or resume) a generation run. `models` (role → ChatModel) replaces loading them from the config;
+    `executor` replaces the one the config names (synth.executors)."""
     out = out or sys.stderr
+    executor = executor or _executor_for(config)
+    if models is not None and executor.name != "local":
+        raise RunError(f"--executor {executor.name} loads the configured model specs on every worker; "
+                       "in-process models= only work with the local executor")
     run_dir, config = prepare_run_dir(config)
     records_path, rejected_path = run_dir / "records.jsonl", run_dir / "rejected.jsonl"
     for path in (records_path, rejected_path):
@@ -161,32 +176,18 @@ async def generate(
 
     async with AsyncSqliteSaver.from_conn_string(str(run_dir / "checkpoints.sqlite")) as saver:
         compiled = build_interaction_graph(deps).compile(checkpointer=saver)
-        semaphore = asyncio.Semaphore(config.concurrency)
+        from synth.executors import GenerateRecipe, GraphWork, Job
 
-        async def one(episode) -> str:
-            async with semaphore:
-                if episode.episode_id in sink.done_episodes or await episode_finished(compiled, episode.episode_id):
-                    progress.skip()
-                    return "done"
-                try:
-                    state = await run_episode(compiled, episode.to_dict())
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # one broken episode must not end the run; resume retries it
-                    progress.error(episode.episode_id, exc)
-                    return "error"
-                return str(state.get("outcome"))
-
+        initial_instructions = list(sink.accepted_instructions)
+        work = GraphWork([Job(ep.episode_id, ep.to_dict()) for ep in plan], compiled=compiled, sink=sink,
+                         progress=progress, invoke=run_episode, share_instructions=True,
+                         recipe=lambda: GenerateRecipe(config, sources, run_dir, initial_instructions))
         progress.start()
-        tasks = [asyncio.ensure_future(one(ep)) for ep in plan]
         try:
-            outcomes = await asyncio.gather(*tasks)
+            outcomes = await executor.execute(work, concurrency=config.concurrency)
             errors = outcomes.count("error")
         except (asyncio.CancelledError, KeyboardInterrupt):
             interrupted = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             progress.stop()
             if owned_models:
@@ -202,6 +203,15 @@ async def generate(
         log.line(f"interrupted: {stats['accepted']} records kept in {records_path}; "
                  f"continue with: synth generate --out {run_dir} --resume")
     return summary
+
+
+def _executor_for(config: GenerateConfig) -> "Executor":
+    from synth.executors import ExecutorError, make_executor
+
+    try:
+        return make_executor(config.executor, address=config.ray_address)
+    except ExecutorError as exc:
+        raise RunError(str(exc)) from None
 
 
 # --- stats -----------------------------------------------------------------------------------------------------

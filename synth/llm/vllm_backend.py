@@ -23,8 +23,10 @@ _INSTALL = "pip install 'ds-synth[vllm]'"
 
 
 class VLLMChatModel:
-    """ChatModel on vllm's AsyncLLMEngine. Options: gpu_memory_utilization, max_model_len, tensor_parallel_size,
-    dtype, seed, default_max_tokens, family."""
+    """ChatModel on vllm's AsyncLLMEngine (= vllm.v1 AsyncLLM in current vLLM). Options: gpu_memory_utilization,
+    max_model_len, tensor_parallel_size, dtype, seed, default_max_tokens, family, and for batch throughput
+    max_num_seqs (sequences batched per engine step) and enable_prefix_caching (reuse the KV cache of the shared
+    system prompt / few-shot prefix across episodes; on by default in vLLM V1)."""
 
     def __init__(
         self,
@@ -38,6 +40,8 @@ class VLLMChatModel:
         seed: int | None = None,
         default_max_tokens: int = 2048,
         family: str | None = None,
+        max_num_seqs: int | None = None,
+        enable_prefix_caching: bool | None = None,
     ) -> None:
         self.name = name or f"vllm:{path}"
         if importlib.util.find_spec("vllm") is None:
@@ -55,7 +59,8 @@ class VLLMChatModel:
         self.default_max_tokens = int(default_max_tokens)
         self._engine_args = {
             "model": self.path, "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len,
-            "tensor_parallel_size": tensor_parallel_size, "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size, "dtype": dtype, "max_num_seqs": max_num_seqs,
+            "enable_prefix_caching": enable_prefix_caching,
         }
         self._engine: Any = None
         self._tokenizer: Any = None
@@ -85,6 +90,12 @@ class VLLMChatModel:
         }
         if response_format is not None:
             kwargs.update(_structured_output(response_format))
+        try:  # only the finished output is needed: no per-token streaming objects through the asyncio loop
+            from vllm.sampling_params import RequestOutputKind
+
+            kwargs["output_kind"] = RequestOutputKind.FINAL_ONLY
+        except ImportError:  # older vLLM streams cumulative outputs; the last one is used below either way
+            pass
         return SamplingParams(**kwargs)
 
     async def chat(

@@ -1,0 +1,215 @@
+"""Executors: `local` and `ray` give the same records; a killed Ray worker loses nothing; resume; cluster-wide limits.
+
+Models are `openai:` specs against a local FakeOpenAIServer whose replies are a pure function of the request, so
+every run sees the same answers whichever process asks. Ray runs on a local instance with num_cpus=2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import io
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from synth.config import GenerateConfig
+from synth.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from synth.llm.testing_server import FakeOpenAIServer
+from synth.run import RunError, generate
+
+CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n"
+CHECKLIST = """\
+category: {category}
+items:
+  - rule: answer_present
+  - rule: sources_unchanged
+  - id: supported
+    question: Is the answer supported by the printed output?
+"""
+CATEGORIES = ["data_analysis", "data_cleaning", "data_insight"]
+CODE = ("<Analyze>Look at the data.</Analyze>\n<Code>\n```python\nimport csv\n"
+        "rows = list(csv.reader(open('sales.csv')))\nprint(len(rows) - 1)\n```\n</Code>")
+ANSWER = "<Understand>Counted.</Understand>\n<Answer>There are 4 rows.</Answer>"
+
+
+def reply(body: dict) -> str:
+    """Questioner, solver or inspector reply, chosen from the request content alone (deterministic)."""
+    messages = body["messages"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    last = messages[-1]["content"]
+    if "You write data-science tasks" in system:
+        m = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
+        words = " ".join(f"{m.group(1)}{i} {m.group(2)}{i}" for i in range(6))  # unique per episode kind
+        return json.dumps({"instruction": f"Count the rows of sales.csv ({words}).", "files": ["sales.csv"],
+                           "deliverables": [], "reference_answer": None, "checklist": []})
+    if "You review the work" in system:
+        ids = re.findall(r"- id (\S+):", last)
+        return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
+    return ANSWER if "<Execute>" in last else CODE
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    tmp_path.chmod(0o755)  # sandbox cells run as another uid and must reach the run dir
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "sales.csv").write_text(CSV)
+    (tmp_path / "checklists").mkdir()
+    for category in CATEGORIES:
+        (tmp_path / "checklists" / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
+    return tmp_path
+
+
+def _config(root: Path, name: str, base_url: str, limit: int, *, model: str = "openai:fake",
+            **extra) -> GenerateConfig:
+    return GenerateConfig(sources=root / "src", out=root / name, model=model, base_url=base_url, limit=limit,
+                          categories=CATEGORIES, difficulties=["easy", "medium"], checklists=root / "checklists",
+                          concurrency=4, max_rounds=3, max_revisions=0, seed=5, **extra)
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _generate(config: GenerateConfig, executor=None):
+    return asyncio.run(generate(config, out=io.StringIO(), live=False, executor=executor))
+
+
+# --- no Ray needed -----------------------------------------------------------------------------------------------
+
+
+def test_executor_choice_errors_are_one_clear_line(workspace) -> None:
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(ExecutorError, match="unknown executor 'spark'; expected one of local, ray"):
+        make_executor("spark")
+    with pytest.raises(ExecutorError, match="--ray-address is only used with --executor ray"):
+        make_executor("local", address="auto")
+    with pytest.raises(ValueError, match="executor"):
+        GenerateConfig(sources=workspace / "src", executor="dask")
+
+
+# --- Ray ---------------------------------------------------------------------------------------------------------
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install 'ds-synth[ray]'); Ray executor untested")
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, logging_level="ERROR",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeOpenAIServer(reply=reply, latency_s=0.05) as fake:
+        yield fake
+
+
+@needs_ray
+def test_ray_gives_the_local_records_holds_cluster_limits_and_resumes(ray_instance, server, workspace) -> None:
+    local = _generate(_config(workspace, "local", server.base_url, 4))
+    expected = _ids(local.records_path)
+    assert local.accepted == 4 and len(set(expected)) == 4
+
+    # Same seed on Ray (2 workers): the same record ids. max_concurrency=1 must hold across both workers.
+    spec = "openai:fake?max_concurrency=1"
+    with FakeOpenAIServer(reply=reply, latency_s=0.05) as limited_server:
+        executor = RayExecutor(workers=2)
+        remote = _generate(_config(workspace, "ray", limited_server.base_url, 4, model=spec), executor)
+        assert limited_server.max_in_flight == 1
+    assert executor.peaks == {spec: 1}
+    assert sorted(_ids(remote.records_path)) == sorted(expected)
+    assert (remote.accepted, remote.rejected, remote.errors) == (4, 0, 0)
+    stats = json.loads((remote.run_dir / "stats.json").read_text())
+    assert stats["accepted"] == 4 and stats["llm_calls"] == 4 * 4
+    assert not (remote.run_dir / "work").exists()
+
+    # Interrupted Ray run (cancelled once the first record is written), then --resume on Ray.
+    config = _config(workspace, "resumed", server.base_url, 6)
+    records = config.out / "records.jsonl"
+
+    async def interrupted():
+        task = asyncio.ensure_future(generate(config, out=io.StringIO(), live=False, executor=RayExecutor(workers=2)))
+        while not (records.exists() and records.read_text().strip()):
+            await asyncio.sleep(0.05)
+        task.cancel()
+        return await task
+
+    first = asyncio.run(interrupted())
+    assert first.interrupted
+    partial = _ids(records)
+    assert 1 <= len(partial) < 6
+    resumed = _generate(config.model_copy(update={"resume": True, "executor": "ray"}))
+    final = _ids(records)
+    assert final[: len(partial)] == partial and len(final) == len(set(final)) == 6
+    assert resumed.duplicates == 0  # finished episodes were skipped, not re-run
+    full = _generate(_config(workspace, "reference6", server.base_url, 6))
+    assert sorted(final) == sorted(_ids(full.records_path))
+
+
+@needs_ray
+def test_killed_ray_worker_reruns_only_its_episodes(ray_instance, workspace) -> None:
+    with FakeOpenAIServer(reply=reply, latency_s=0.2) as slow:
+        reference = _ids(_generate(_config(workspace, "reference", slow.base_url, 6)).records_path)
+        config = _config(workspace, "killed", slow.base_url, 6)
+        executor = RayExecutor(workers=2)
+        records = config.out / "records.jsonl"
+        killed: list[int] = []
+
+        def kill_one_worker_mid_run() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (records.exists() and records.read_text().strip()):
+                time.sleep(0.05)
+            pid = executor.worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
+        killer.start()
+        summary = _generate(config, executor)
+        killer.join(timeout=10)
+    assert killed, "the worker was not killed"
+    assert executor.resubmitted >= 1, "the kill must land while episodes were in flight"
+    final = _ids(records)
+    assert len(final) == len(set(final)) == 6 and sorted(final) == sorted(reference)
+    assert (summary.accepted, summary.errors, summary.duplicates) == (6, 0, 0)
+
+
+@needs_ray
+def test_ray_refine_matches_local(ray_instance, tmp_path) -> None:
+    from test_reasoning_graph import ITEMS, Teacher
+
+    from synth.graphs.reasoning import RefineConfig, refine
+
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(it) + "\n" for it in ITEMS), encoding="utf-8")
+    teacher = Teacher()
+    with FakeOpenAIServer(reply=lambda body: teacher.reply(body["messages"]), latency_s=0.02) as fake:
+        runs = {}
+        for name in ("local", "ray"):
+            config = RefineConfig(input=items, out=tmp_path / name, model="openai:teacher", base_url=fake.base_url,
+                                  keywords_per_trace=2, seed=3, executor=name)
+            runs[name] = asyncio.run(refine(config, out=io.StringIO(), live=False))
+    assert runs["ray"].records == runs["local"].records == 2 * len(ITEMS)
+    assert sorted(_ids(tmp_path / "ray" / "records.jsonl")) == sorted(_ids(tmp_path / "local" / "records.jsonl"))
+
+
+@needs_ray
+def test_ray_with_in_process_models_is_refused(ray_instance, workspace, scripted_model) -> None:
+    config = _config(workspace, "refused", "http://127.0.0.1:9/v1", 1)
+    model = scripted_model(["x"])
+    with pytest.raises(RunError, match="--executor ray loads the configured model specs on every worker"):
+        asyncio.run(generate(config, models={"questioner": model, "solver": model, "inspector": model},
+                             out=io.StringIO(), executor=RayExecutor()))
+    assert not config.out.exists()
