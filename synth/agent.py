@@ -146,7 +146,9 @@ class _Loop:
                 break
 
             reply = completion.text or ""
+            reply, echo_notes = _strip_echoed_execute(reply, traj.turns[-1].result if traj.turns else None)
             text, notes = _normalise(reply) if reply.strip() else ("", [])
+            notes = echo_notes + notes
             if text is not None and not text:  # nothing usable (e.g. the reply was only an invented <Execute>)
                 empty_replies += 1
                 if empty_replies > self.cfg.max_empty_replies:
@@ -297,6 +299,23 @@ class _Loop:
 
 _FENCE_BLOCK = re.compile(r"```[^\n]*\n.*?(?:```|\Z)", re.DOTALL)
 _STRAY_CLOSE = re.compile(r"</(?:" + "|".join(protocol.TAGS) + r")>")
+
+
+_NEXT_TAG = re.compile(r"<(?:Analyze|Understand|Code|Answer)>")
+
+
+def _strip_echoed_execute(reply: str, last: Any) -> tuple[str, list[str]]:
+    """Small models sometimes start by copying the feedback message, real <Execute> block included. A copy of output
+    the sandbox really printed is not invented output: drop the copy (and the note after it), keep what follows."""
+    stripped = reply.lstrip()
+    if last is None or not stripped.startswith("<Execute>"):
+        return reply, []
+    end = stripped.find("</Execute>")
+    if end == -1 or stripped[len("<Execute>"):end].strip() != last.output().strip():
+        return reply, []
+    rest = stripped[end + len("</Execute>"):]
+    nxt = _NEXT_TAG.search(rest)
+    return (rest[nxt.start():] if nxt else ""), ["copy of the previous <Execute> at the start of the reply removed"]
 
 
 def _normalise(reply: str) -> tuple[str | None, list[str]]:

@@ -333,3 +333,19 @@ async def test_reply_that_is_only_an_invented_execute_counts_as_empty(open_sessi
     traj = await run_agent(model, open_session(), "q")
     assert [t.text for t in traj.turns] == ["<Analyze>a</Analyze><Answer>b</Answer>"]
     assert "42" not in traj.assistant_text()
+
+
+async def test_echoed_execute_block_is_dropped_not_treated_as_invented(open_session):
+    echo = "<Execute>\n5\n</Execute>\nContinue: ...\n<Understand>It is 5.</Understand>\n<Answer>5</Answer>"
+    model = ScriptedChatModel([code_turn("print(5)"), echo], strict=True)
+    traj = await run_agent(model, open_session(), "q")
+    assert traj.answer == "5" and traj.stop_reason == "answer"
+    assert "copy of the previous <Execute>" in traj.turns[-1].notes[0]
+    assert traj.assistant_text().count("<Execute>") == 1
+
+
+async def test_invented_execute_that_differs_from_the_real_output_is_still_cut(open_session):
+    fake = "<Execute>\n6\n</Execute>\n<Answer>6</Answer>"
+    model = ScriptedChatModel([code_turn("print(5)"), fake, "<Answer>5</Answer>"], strict=True)
+    traj = await run_agent(model, open_session(), "q")
+    assert traj.answer == "5" and "6" not in traj.assistant_text().replace("</Execute>", "")

@@ -291,15 +291,20 @@ async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
     request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
     assert (await lenient.propose(request)).files == ["sales.csv"]
     bad_file = {**TASK, "instruction": "x"}
-    bad_item = {**TASK, "checklist": [{"rule": "no_such_rule"}]}
-    model = ScriptedChatModel([json.dumps(bad_file), json.dumps(bad_item)], strict=True)
+    good_item = {"rule": "file_created", "params": {"glob": "out.csv"}}
+    bad_item = {**TASK, "checklist": [{"rule": "no_such_rule"}, good_item]}
+    model = ScriptedChatModel([json.dumps(bad_file), json.dumps(bad_item), json.dumps(bad_item)], strict=True)
     from synth.graphs.interaction import _validate_task_items
 
-    questioner = LLMQuestioner(model, max_repairs=1, validate_items=_validate_task_items)
+    questioner = LLMQuestioner(model, max_repairs=2, validate_items=_validate_task_items)
     request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
-    with pytest.raises(QuestionerError, match="no_such_rule"):
-        await questioner.propose(request)
+    task = await questioner.propose(request)
     assert "instruction" in model.calls[1]["messages"][-1]["content"]
+    assert "no_such_rule" in model.calls[2]["messages"][-1]["content"]  # repaired with the precise error first
+    assert task.checklist == [good_item]  # the last try keeps the valid items of an otherwise sound task
+    hopeless = ScriptedChatModel(["not json"], strict=False)
+    with pytest.raises(QuestionerError, match="no valid task after 2 tries"):
+        await LLMQuestioner(hopeless, max_repairs=1).propose(request)
 
 
 def test_parse_json_object_is_lenient() -> None:

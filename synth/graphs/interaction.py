@@ -159,7 +159,7 @@ class LLMQuestioner:
                 response_format={"type": "json_object"},
             )
             try:
-                return self._validated(completion.text, request)
+                return self._validated(completion.text, request, drop_bad_items=attempt == self.max_repairs)
             except ValueError as exc:
                 last_error = _one_line(str(exc))
             messages = messages + [
@@ -169,7 +169,7 @@ class LLMQuestioner:
             ]
         raise QuestionerError(f"questioner gave no valid task after {self.max_repairs + 1} tries: {last_error}")
 
-    def _validated(self, text: str, request: ProposalRequest) -> TaskProposal:
+    def _validated(self, text: str, request: ProposalRequest, drop_bad_items: bool = False) -> TaskProposal:
         data = parse_json_object(text)
         try:
             task = TaskProposal.model_validate(data)
@@ -181,8 +181,19 @@ class LLMQuestioner:
         if not task.files:
             task.files = list(request.file_names)
         if self.validate_items is not None and task.checklist:
-            self.validate_items(task.checklist)  # raises ValueError naming the bad item
+            if drop_bad_items:
+                # Last try: a sound task is worth more than its malformed optional checks; keep the valid ones.
+                task.checklist = [item for item in task.checklist if self._item_is_valid(item)]
+            else:
+                self.validate_items(task.checklist)  # raises ValueError naming the bad item
         return task
+
+    def _item_is_valid(self, item: dict[str, Any]) -> bool:
+        try:
+            self.validate_items([item])  # type: ignore[misc]
+        except ValueError:
+            return False
+        return True
 
 
 def make_questioner(model: ChatModel, roles_dir: Path | None = None, **options: Any) -> Questioner:
@@ -410,10 +421,31 @@ def _validate_task_items(raw: list[dict[str, Any]]) -> list[Any]:
         raise ValueError(str(exc)) from exc
 
 
+# Rules a task may add to its checklist (the standing ones already sit in every category checklist).
+_TASK_RULES = ("file_created", "file_nonempty", "table_has_no_nulls", "uses_library", "answer_min_length",
+               "answer_matches", "turns_between")
+
+
+def _type_name(annotation: Any) -> str:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return getattr(args[0] if args else annotation, "__name__", "value").replace("Any", "value")
+
+
 def _rule_names() -> list[str]:
+    """Each task rule with its parameters, as the questioner must write them, e.g. `file_created {"glob": str}`."""
     from synth.checklist import registered_rules
 
-    return list(registered_rules())
+    rules = registered_rules()
+    shown = []
+    for name in _TASK_RULES:
+        if name not in rules:
+            continue
+        fields = rules[name].params_model.model_fields
+        params = ", ".join(
+            f'"{key}": {_type_name(field.annotation)}{"" if field.is_required() else "?"}' for key, field in fields.items()
+        )
+        shown.append(f"{name} {{{params}}}")
+    return shown
 
 
 async def _run_solver(model: ChatModel, session: Any, instruction: str, files: list[str], *, mode: str,

@@ -1,4 +1,5 @@
-"""`synth generate` with the real embedded model (0.5B) on the real Chinook database: at least one ACCEPTED
+"""`synth generate` with the real default embedded model (Qwen2.5-Coder-1.5B; the 0.5B cannot find its way around a
+12-table database) on the real Chinook database: at least one ACCEPTED
 record, and every <Execute> block in it equals what re-running its code in a fresh sandbox prints."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def test_embedded_model_yields_an_accepted_authentic_record(shared_data: Path, t
     before = {p.name: p.read_bytes() for p in source_dir.iterdir() if p.is_file()}
     tmp_path.chmod(0o755)
     config = GenerateConfig(
-        sources=source_dir, out=tmp_path / "run", model="embedded:0.5b", limit=2,
+        sources=source_dir, out=tmp_path / "run", model="embedded", limit=2,
         categories=["data_analysis"], difficulties=["easy"], max_rounds=4, max_revisions=1, seed=0,
     )
     log = io.StringIO()
