@@ -1170,13 +1170,27 @@ def _coerce_pass(value: Any) -> bool | None:
     return None
 
 
+_ANSWER_OBJECT = re.compile(
+    r'"id"\s*:\s*"([^"]+)"\s*,\s*"pass(?:ed)?"\s*:\s*(true|false)(?:\s*,\s*"reason"\s*:\s*"((?:[^"\\]|\\.)*)")?'
+)
+
+
 def parse_judge_reply(text: str, item_ids: Sequence[str]) -> tuple[dict[str, ItemResult], list[str]]:
     """Verdicts found in a judge reply and the ids it gave no usable verdict for.
 
     Accepts {"answers": [{"id", "pass"|"passed", "reason"}]}, {item_id: {"passed", "reason"}}, {item_id: bool}
     and a bare list of answer objects. Raises ValueError when the reply holds no JSON at all.
     """
-    data = _extract_json(text)
+    try:
+        data = _extract_json(text)
+    except ValueError:
+        # A reply cut off by max_tokens still holds its complete answer objects: use those.
+        data = [
+            {"id": m.group(1), "pass": m.group(2) == "true", "reason": m.group(3) or ""}
+            for m in _ANSWER_OBJECT.finditer(text)
+        ]
+        if not data:
+            raise
     entries: dict[str, Any] = {}
     listing = data.get("answers", data.get("items")) if isinstance(data, dict) else data
     if isinstance(listing, list):

@@ -214,7 +214,9 @@ class RayExecutor(Executor):
 
     async def execute(self, work: Work, *, concurrency: int) -> list[str]:
         ray, started = self._connect()
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+
+        worker_lost = (RayActorError, WorkerCrashedError, ObjectLostError)
 
         run_tag = uuid.uuid4().hex[:12]
         limiter_name = f"ds-synth-limiter-{run_tag}"
@@ -241,16 +243,19 @@ class RayExecutor(Executor):
                         work.skipped(job)
                         return "done"
                     lost: BaseException | None = None
+                    dead: set[int] = set()  # workers that lost this job: a restarting actor refuses calls for a while
                     for attempt in range(self.max_attempts):
-                        index = min(range(count), key=lambda i: in_flight[i])
+                        live = [i for i in range(count) if i not in dead] or list(range(count))
+                        index = min(live, key=lambda i: in_flight[i])
                         in_flight[index] += 1
                         try:
                             result = await self._actors[index].run.remote(job.key, job.payload,
                                                                           work.context_for(index))
-                        except RayActorError as exc:  # the worker died with this job in flight: send it again
+                        except worker_lost as exc:  # the worker died with this job in flight: send it again
                             lost = exc
+                            dead.add(index)
                             self.resubmitted += 1
-                            await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+                            await asyncio.sleep(min(5.0, 0.5 * (attempt + 1)))
                             continue
                         except RayTaskError as exc:  # the worker could not even start (bad model spec …)
                             work.failed(job, _cause(exc))

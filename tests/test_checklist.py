@@ -598,3 +598,12 @@ def test_registering_twice_is_an_error():
         cl.rule("answer_present")(lambda ctx: cl.ItemResult(True, ""))
     with pytest.raises(ChecklistError, match="keyword-only"):
         cl.rule("_test_positional")(lambda ctx, x: cl.ItemResult(True, ""))
+
+
+def test_judge_reply_cut_off_by_max_tokens_keeps_its_complete_answers():
+    from synth.checklist import parse_judge_reply
+
+    cut = '{"answers": [{"id": "a", "pass": true, "reason": "Execute shows 5"}, {"id": "b", "pass": false, "reas'
+    verdicts, missing = parse_judge_reply(cut, ["a", "b", "c"])
+    assert verdicts["a"].passed and verdicts["a"].reason == "Execute shows 5"
+    assert verdicts["b"].passed is False and missing == ["c"]

@@ -43,8 +43,8 @@ CATEGORY_HINTS = {
     "open_research": "pose and investigate an open question about the data, with evidence",
 }
 DIFFICULTY_HINTS = {
-    "easy": "one or two steps, one table",
-    "medium": "a few steps, may join two tables",
+    "easy": "one or two steps, on the focus table alone",
+    "medium": "a few steps, may join the focus table with one table it references",
     "hard": "several steps, joins and careful reasoning",
 }
 
@@ -282,17 +282,19 @@ class SourceInfo:
     def prompt_short(self) -> str:
         return self.prompt if len(self.prompt) <= self.questioner_chars else self.prompt[: self.questioner_chars] + "\n…"
 
-    def focus_table(self, episode_id: str) -> str | None:
-        """The table an episode's task centres on: a stable pick per episode, so a resumed run asks the same."""
-        tables = [t.name for t in (self.card.tables if self.card is not None else []) if not t.is_view]
+    def focus_table(self, visit: int) -> str | None:
+        """The table the source's `visit`-th episode centres on: every table once (in an order fixed by the source's
+        hash) before any repeats, so a resumed run asks the same and no two early episodes share a prompt."""
+        tables = sorted(t.name for t in (self.card.tables if self.card is not None else []) if not t.is_view)
         if not tables:
             return None
-        return tables[int(hashlib.sha256(episode_id.encode()).hexdigest(), 16) % len(tables)]
+        tables.sort(key=lambda name: hashlib.sha256(f"{self.sha256}:{name}".encode()).hexdigest())
+        return tables[visit % len(tables)]
 
-    def questioner_card(self, focus: str | None) -> str:
+    def questioner_card(self, focus: str | None, *, alone: bool = False) -> str:
         if focus is None or self.card is None:
             return self.prompt_short
-        return self.card.focus_prompt(focus, self.questioner_chars)
+        return self.card.focus_prompt(focus, self.questioner_chars, alone=alone)
 
 
 EventHook = Callable[[str, dict[str, Any]], None]
@@ -551,9 +553,11 @@ def build_interaction_graph(deps: EpisodeDeps):
             m, deps.roles_dir, validate_items=_validate_task_items, rule_names=_rule_names()))
         questioner = factory(meter)
         avoid: list[str] = []
-        focus = source.focus_table(ep["episode_id"])
-        request = ProposalRequest(source.name, source.questioner_card(focus), [source.path.name], ep["category"],
-                                  ep["difficulty"], focus_table=focus)
+        focus = source.focus_table(ep["index"] // max(1, len(deps.sources)))
+        # An easy task is about one table: the questioner sees no other, so it cannot ask for a join.
+        card = source.questioner_card(focus, alone=ep["difficulty"] == "easy")
+        request = ProposalRequest(source.name, card, [source.path.name], ep["category"], ep["difficulty"],
+                                  focus_table=focus)
         try:
             for _ in range(2):  # one retry when the task only rewords an accepted one
                 request.avoid = avoid

@@ -153,15 +153,19 @@ class DataCard(_Model):
                     blocks[i], chosen[i] = richer, level
         return "\n".join([header] + blocks)
 
-    def focus_prompt(self, table: str, max_chars: int = 2500) -> str:
+    def focus_prompt(self, table: str, max_chars: int = 2500, *, alone: bool = False) -> str:
         """Like `to_prompt`, but centred on one table: it first and in full detail (statistics, example rows),
-        the tables it references by foreign key with their statistics, every other table as one line."""
+        the tables linked to it by foreign keys as schemas, every other table as one line. `alone` shows the focus
+        table only (tasks that must not need any other table)."""
         focus = self.table(table)
+        header = f"Source {self.name} ({self.kind}, {_human_size(self.size_bytes)})"
+        blocks = [_render_table(focus, _PROMPT_ROWS, True)]
+        if alone:
+            text = "\n".join([header, *blocks])
+            return text if len(text) <= max_chars else text[: max_chars - 13].rstrip() + "\n…[truncated]"
         linked = {fk.ref_table for fk in focus.foreign_keys} | {
             t.name for t in self.tables if any(fk.ref_table == focus.name for fk in t.foreign_keys)
         }
-        header = f"Source {self.name} ({self.kind}, {_human_size(self.size_bytes)})"
-        blocks = [_render_table(focus, _PROMPT_ROWS, True)]
         others = [t for t in self.tables if t.name != focus.name]
         blocks += [_render_table(t, 0, False) for t in others if t.name in linked]
         rest = [t for t in others if t.name not in linked]

