@@ -160,7 +160,8 @@ def test_ray_gives_the_local_records_holds_cluster_limits_and_resumes(ray_instan
 
 @needs_ray
 def test_killed_ray_worker_reruns_only_its_episodes(ray_instance, workspace) -> None:
-    with FakeOpenAIServer(reply=reply, latency_s=0.2) as slow:
+    # Slow replies keep every worker busy with an episode when the first record lands, so the kill loses work.
+    with FakeOpenAIServer(reply=reply, latency_s=1.0) as slow:
         reference = _ids(_generate(_config(workspace, "reference", slow.base_url, 6)).records_path)
         config = _config(workspace, "killed", slow.base_url, 6)
         executor = RayExecutor(workers=2)
