@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from synth.sandbox import Limits, get_sandbox
-from synth.sandbox.local import _usable_bwrap
+from synth.sandbox.local import LocalSandbox, _usable_bwrap
 
 
 @pytest.fixture(params=["bwrap", "no-bwrap"])
@@ -261,3 +262,21 @@ def test_cli_via_typer(tmp_path):
     assert not (ws / "made.txt").exists()
     bad = CliRunner().invoke(app, ["sandbox", "exec", "--workspace", str(ws), "--backend", "moon", str(cell)])
     assert bad.exit_code == 2
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_a_python_installed_under_tmp_is_visible_inside_the_sandbox(tmp_path_factory):
+    # CI may clone the project (and its venv) under /tmp, which the sandbox replaces with a private /tmp.
+    import subprocess
+    import sys as _sys
+    import tempfile
+
+    venv = Path(tempfile.mkdtemp(prefix="ds-synth-venv-", dir="/tmp"))
+    venv.chmod(0o755)  # like a checkout's folder; mkdtemp's 0700 would hide it from the sandbox's own uid
+    try:
+        subprocess.run([_sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        with LocalSandbox(python=str(venv / "bin" / "python")).open([]) as session:
+            result = session.run("import sys; print(sys.prefix)")
+        assert result.ok and result.stdout.strip() == str(venv), result
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)

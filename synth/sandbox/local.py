@@ -429,31 +429,41 @@ class _Jail:
                 args += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 args += ["--ro-bind", top, top]
-        binds = [("/etc", None), (_RUNTIME_MOUNT, None), *((root, None) for root in _python_roots(self.python))]
+        roots = _python_roots(self.python)
+        # A Python under /tmp (a venv in a checkout there) is bound after the private /tmp, or /tmp would hide it.
+        late = [r for r in roots if r == "/tmp" or r.startswith("/tmp/")]
+        early = [r for r in roots if r not in late]
         made: set[str] = set()
-        for target, _ in binds:
-            # bwrap would create missing parents 0700, unreadable for the unprivileged uid: make them 0755.
+
+        def parents(target: str) -> list[str]:
+            # bwrap would create missing parents 0700, unreadable for the unprivileged uid; 0711 lets the uid pass
+            # through (to reach the Python) without listing what else is there.
+            out = []
             for parent in reversed(Path(target).parents if target != "/etc" else [Path("/etc"), Path("/")]):
                 name = str(parent)
-                if name != "/" and name not in made and not name.startswith(("/usr", "/tmp")):
+                if name not in ("/", "/tmp") and name not in made and not name.startswith("/usr"):
                     made.add(name)
-                    # 0711: the uid may pass through (to reach the Python) but not list what else is there.
-                    args += ["--perms", "0755" if name in ("/etc", "/opt") else "0711", "--dir", name]
+                    out += ["--perms", "0755" if name in ("/etc", "/opt") else "0711", "--dir", name]
+            return out
+
+        for target in ["/etc", _RUNTIME_MOUNT, *early]:
+            args += parents(target)
             if target == "/etc" and "/etc" not in made:
                 made.add("/etc")
                 args += ["--perms", "0755", "--dir", "/etc"]
         for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
                     "alternatives", "mime.types", "fonts"):  # fmt: skip
             args += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
-        for root in _python_roots(self.python):
+        for root in early:
             args += ["--ro-bind", root, root]
         args += [
             "--ro-bind", str(RUNTIME_DIR), _RUNTIME_MOUNT,
             "--proc", "/proc", "--dev", "/dev",
             "--bind", str(self.private_tmp), "/tmp",
-            "--bind", str(self.workspace), self.inner_workspace,
-            "--chdir", self.inner_workspace,
         ]  # fmt: skip
+        for root in late:
+            args += parents(root) + ["--ro-bind", root, root]
+        args += ["--bind", str(self.workspace), self.inner_workspace, "--chdir", self.inner_workspace]
         if self.uid is not None:
             # bwrap as root drops all capabilities; keep just enough to switch to the session's uid, then setpriv
             # drops those too. RLIMIT_NPROC is enforced from then on.
