@@ -161,30 +161,37 @@ def test_ray_gives_the_local_records_holds_cluster_limits_and_resumes(ray_instan
 @needs_ray
 def test_killed_ray_worker_reruns_only_its_episodes(ray_instance, workspace) -> None:
     # Slow replies keep every worker busy with an episode when the first record lands, so the kill loses work.
+    # Exactly-once is asserted on every try; a busy machine can still let a kill land between episodes, so the
+    # resubmission path must be exercised in at least one of three tries.
+    resubmitted = []
     with FakeOpenAIServer(reply=reply, latency_s=1.0) as slow:
         reference = _ids(_generate(_config(workspace, "reference", slow.base_url, 6)).records_path)
-        config = _config(workspace, "killed", slow.base_url, 6)
-        executor = RayExecutor(workers=2)
-        records = config.out / "records.jsonl"
-        killed: list[int] = []
+        for attempt in range(3):
+            config = _config(workspace, f"killed{attempt}", slow.base_url, 6)
+            executor = RayExecutor(workers=2)
+            records = config.out / "records.jsonl"
+            killed: list[int] = []
 
-        def kill_one_worker_mid_run() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not (records.exists() and records.read_text().strip()):
-                time.sleep(0.05)
-            pid = executor.worker_pids()[0]
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            def kill_one_worker_mid_run() -> None:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and not (records.exists() and records.read_text().strip()):
+                    time.sleep(0.05)
+                pid = executor.worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
-        killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
-        killer.start()
-        summary = _generate(config, executor)
-        killer.join(timeout=10)
-    assert killed, "the worker was not killed"
-    assert executor.resubmitted >= 1, "the kill must land while episodes were in flight"
-    final = _ids(records)
-    assert len(final) == len(set(final)) == 6 and sorted(final) == sorted(reference)
-    assert (summary.accepted, summary.errors, summary.duplicates) == (6, 0, 0)
+            killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
+            killer.start()
+            summary = _generate(config, executor)
+            killer.join(timeout=10)
+            assert killed, "the worker was not killed"
+            final = _ids(records)
+            assert len(final) == len(set(final)) == 6 and sorted(final) == sorted(reference)
+            assert (summary.accepted, summary.errors, summary.duplicates) == (6, 0, 0)
+            resubmitted.append(executor.resubmitted)
+            if executor.resubmitted:
+                break
+    assert max(resubmitted) >= 1, f"no kill landed while episodes were in flight in {len(resubmitted)} tries"
 
 
 @needs_ray
