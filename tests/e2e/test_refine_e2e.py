@@ -38,10 +38,12 @@ def _wikitq_subset(source: Path, target: Path, ids: tuple[str, ...]) -> Path:
 
 
 def _short_refiner(roles: Path) -> Path:
-    """The built-in refiner role with small output caps: a 0.5B model that rambles must not eat the CI budget."""
+    """The built-in refiner role with small output caps (a 0.5B model that rambles must not eat the CI budget) and
+    greedy decoding."""
     role = yaml.safe_load((BUILTIN_ROLES_DIR / "refiner.yaml").read_text(encoding="utf-8"))
     for step in ("distill", "reformulate", "refine"):
         role["params"][step]["max_tokens"] = 220
+        role["params"][step]["temperature"] = 0.0  # greedy: the same answers on every run (sampling made CI flaky)
     roles.mkdir()
     (roles / "refiner.yaml").write_text(yaml.safe_dump(role, sort_keys=False), encoding="utf-8")
     return roles
