@@ -143,3 +143,16 @@ def test_two_processes_write_one_cache_concurrently(tmp_path):
     assert texts == sorted({f"answer to shared {i}" for i in range(60)}
                            | {f"answer to alpha {i}" for i in range(60)}
                            | {f"answer to beta {i}" for i in range(60)})
+
+
+def test_many_processes_open_one_fresh_cache_at_once(tmp_path):
+    # Switching a new file to WAL can answer "database is locked" without waiting; every opener must still succeed.
+    code = "import sys; from synth.llm.cache import ResponseCache; print(len(ResponseCache(sys.argv[1])))"
+    for round_ in range(4):
+        path = tmp_path / f"fresh{round_}.sqlite"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert out.strip() == "0"

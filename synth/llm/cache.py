@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -64,13 +65,32 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise ValueError(f"response cache {self.path}: not a usable SQLite database ({error})") from None
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        # Switching a fresh file to WAL needs an exclusive lock and SQLite does not always wait for it through the
+        # busy timeout, so two processes opening one new cache at once can see "database is locked": retry that.
+        deadline = time.monotonic() + 60.0
+        delay = 0.01
+        while True:
+            db = None
+            try:
+                db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as error:
+                if db is not None:
+                    db.close()
+                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                    raise ValueError(f"response cache {self.path}: not a usable SQLite database ({error})") from None
+                time.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as error:
+                if db is not None:
+                    db.close()
+                raise ValueError(f"response cache {self.path}: not a usable SQLite database ({error})") from None
 
     def get(self, key: str) -> Completion | None:
         with self._lock:
