@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from synth.config import GenerateConfig
-from synth.llm.testing_server import FakeOpenAIServer
+from synth.llm.testing_server import FakeOpenAIServer, RoleScript
 from synth.run import generate
 
 CHECKLIST = """\
@@ -37,19 +35,9 @@ CODE = ("<Analyze>Look.</Analyze>\n<Code>\n```python\nimport csv\nrows = list(cs
 ANSWER = "<Understand>Counted.</Understand>\n<Answer>There are 5 rows.</Answer>"
 
 
-def reply(body: dict) -> str:
-    messages = body["messages"]
-    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
-    last = messages[-1]["content"]
-    if "You write data-science tasks" in system:
-        m = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
-        words = " ".join(f"{m.group(1)}{i} {m.group(2)}{i}" for i in range(8))  # unique per episode kind
-        return json.dumps({"instruction": f"Count the rows of sales.csv ({words}).", "files": ["sales.csv"],
-                           "deliverables": [], "reference_answer": None, "checklist": []})
-    if "You review the work" in system:
-        ids = re.findall(r"- id (\S+):", last)
-        return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
-    return ANSWER if "<Execute>" in last else CODE
+# Unique words per episode kind keep the planner's near-duplicate check from merging the tasks.
+reply = RoleScript(lambda category, difficulty: "Count the rows of sales.csv ("
+                   + " ".join(f"{category}{i} {difficulty}{i}" for i in range(8)) + ").", CODE, ANSWER)
 
 
 async def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int) -> float:

@@ -24,10 +24,11 @@ from synth.graphs.interaction import (
     EpisodeSink,
     SourceInfo,
     build_interaction_graph,
-    repair_jsonl,
     run_episode,
 )
+from synth.jsonl import read_jsonl, repair_jsonl
 from synth.llm.base import ChatModel
+from synth.progress import RunLog, RunProgress
 from synth.sampler import NearDuplicateIndex, SourceRef, plan_episodes
 from synth.sandbox.base import Limits
 
@@ -152,7 +153,7 @@ async def generate(
     for path in (records_path, rejected_path):
         repair_jsonl(path)
         path.touch()
-    log = _Log(out)
+    log = RunLog(out)
     sources = load_sources(config, log.line)
     plan = plan_episodes([SourceRef(s.name, s.sha256) for s in sources.values()], config.categories,
                          config.difficulties, limit=config.limit, seed=config.seed)
@@ -161,7 +162,7 @@ async def generate(
     models = models or load_models(config, run_dir)
     from synth.sandbox import get_sandbox
 
-    progress = _Progress(len(plan), out, live=live)
+    progress = RunProgress(len(plan), out, live=live)
     deps = EpisodeDeps(
         questioner_model=models["questioner"], solver_model=models["solver"], inspector_model=models["inspector"],
         sandbox=get_sandbox(config.backend), sources=sources, sink=sink, work_dir=run_dir / "work",
@@ -219,10 +220,9 @@ def _executor_for(config: GenerateConfig) -> "Executor":
 
 def compute_stats(run_dir: Path, *, planned: int, wall_s: float) -> dict[str, Any]:
     """stats.json, recomputed from records.jsonl and rejected.jsonl (so it is right after any resume)."""
-    from synth.graphs.interaction import _read_jsonl
 
-    records = _read_jsonl(run_dir / "records.jsonl")
-    rejected = _read_jsonl(run_dir / "rejected.jsonl")
+    records = read_jsonl(run_dir / "records.jsonl")
+    rejected = read_jsonl(run_dir / "rejected.jsonl")
     by_category: dict[str, Counter] = defaultdict(Counter)
     by_difficulty: dict[str, Counter] = defaultdict(Counter)
     items: dict[str, Counter] = defaultdict(Counter)
@@ -270,97 +270,6 @@ def _episode_info(record: dict[str, Any]) -> dict[str, Any]:
 def _short_reason(reason: Any) -> str:
     text = str(reason or "unknown")
     return text.split(":")[0][:80]
-
-
-# --- progress --------------------------------------------------------------------------------------------------
-
-
-class _Log:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def line(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-
-class _Progress:
-    """done/accepted/rejected, tokens, cost, ETA: a rich live line on a TTY, plain log lines otherwise."""
-
-    def __init__(self, total: int, out: TextIO, *, live: bool | None) -> None:
-        self.total = total
-        self.out = out
-        self.live_enabled = out.isatty() if live is None else live
-        self.counts: Counter = Counter()
-        self.tokens = 0
-        self.cost = 0.0
-        self.started = time.monotonic()
-        self._live = None
-
-    def start(self) -> None:
-        self.started = time.monotonic()
-        if self.live_enabled:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(self._render(), console=Console(file=self.out), refresh_per_second=4, transient=False)
-            self._live.start()
-        else:
-            self._print(f"generating {self.total} episode(s)")
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.stop()
-            self._live = None
-        else:
-            self._print(self._status())
-
-    def skip(self) -> None:
-        self.counts["skipped"] += 1
-        self._refresh()
-
-    def error(self, episode_id: str, exc: BaseException) -> None:
-        self.counts["error"] += 1
-        message = " ".join(str(exc).split())[:300]
-        self._print(f"episode {episode_id} failed ({type(exc).__name__}: {message}); --resume retries it")
-        self._refresh()
-
-    def event(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind != "done":
-            return
-        self.counts[payload.get("outcome", "?")] += 1
-        usage = payload.get("usage") or {}
-        self.tokens += int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
-        self.cost += float(usage.get("cost_usd", 0.0))
-        if self._live is None:
-            self._print(f"episode {payload.get('episode')}: {payload.get('outcome')} — {self._status()}")
-        self._refresh()
-
-    def _done(self) -> int:
-        return sum(self.counts[k] for k in ("accepted", "rejected", "duplicate", "error", "skipped"))
-
-    def _status(self) -> str:
-        done = self._done()
-        elapsed = time.monotonic() - self.started
-        worked = done - self.counts["skipped"]
-        eta = (elapsed / worked * (self.total - done)) if worked else None
-        eta_text = f"{eta:.0f}s" if eta is not None else "?"
-        return (f"{done}/{self.total} done, {self.counts['accepted']} accepted, {self.counts['rejected']} rejected"
-                f"{', %d duplicate' % self.counts['duplicate'] if self.counts['duplicate'] else ''}"
-                f"{', %d error' % self.counts['error'] if self.counts['error'] else ''}"
-                f" | {self.tokens} tokens, ${self.cost:.4f} | {elapsed:.0f}s elapsed, ETA {eta_text}")
-
-    def _render(self):
-        from rich.text import Text
-
-        return Text(self._status())
-
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-
-    def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
 
 
 def run_generate(config: GenerateConfig, *, out: TextIO | None = None) -> RunSummary:

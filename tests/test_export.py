@@ -39,8 +39,6 @@ def make_sources(folder: Path) -> Path:
 
 def sandbox_trajectory(sources: Path, instruction: str) -> Trajectory:
     """Two real cells in the local sandbox; the second prints tag strings, which must stay inside <Execute>."""
-    from synth.checklist import hash_path  # noqa: F401 (same hashing the run uses)
-
     prompt = protocol.build_user_prompt(instruction, [sources / "sales.csv"])
     cells = [
         ("Load the table and look at it.", "import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.shape)"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from synth.llm.testing_server import FakeOpenAIServer
+from synth.llm.testing_server import FakeOpenAIServer, RoleScript
 
 
 def test_plain_http_answer_records_and_counts():
@@ -48,3 +50,17 @@ def test_base_url_needs_a_running_server():
     server = FakeOpenAIServer()
     with pytest.raises(RuntimeError, match="not running"):
         server.base_url
+
+
+def test_role_script_answers_each_role_from_the_request_alone():
+    script = RoleScript(lambda category, difficulty: f"{category}/{difficulty} task", "CODE", "ANSWER")
+    task = json.loads(script({"messages": [
+        {"role": "system", "content": "You write data-science tasks for a data scientist."},
+        {"role": "user", "content": "Category: data_cleaning. Difficulty: hard. Source: x"}]}))
+    assert task["instruction"] == "data_cleaning/hard task" and task["files"] == ["sales.csv"]
+    verdict = json.loads(script({"messages": [
+        {"role": "system", "content": "You review the work of a data scientist."},
+        {"role": "user", "content": "Items:\n- id supported: Is it?\n- id clear: Is it clear?"}]}))
+    assert [a["id"] for a in verdict["answers"]] == ["supported", "clear"] and all(a["pass"] for a in verdict["answers"])
+    assert script({"messages": [{"role": "user", "content": "# Instruction\nCount"}]}) == "CODE"
+    assert script({"messages": [{"role": "assistant", "content": "<Execute>\n4\n</Execute>"}]}) == "ANSWER"

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.llm.testing_server import FakeOpenAIServer
+from synth.llm.testing_server import FakeOpenAIServer, RoleScript
 from synth.run import generate_command
 
 CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n"
@@ -43,20 +42,7 @@ CODE = ("<Analyze>Look at the data.</Analyze>\n<Code>\n```python\nimport pandas 
 ANSWER = "<Understand>Done.</Understand>\n<Answer>north has the largest total, 30.</Answer>"
 
 
-def scripted_reply(body: dict) -> str:
-    """Questioner, solver or inspector reply, chosen from the request content alone (deterministic)."""
-    messages = body["messages"]
-    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
-    last = messages[-1]["content"]
-    if "You write data-science tasks" in system:
-        cat = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
-        instruction = TASKS[(cat.group(1), cat.group(2))]
-        return json.dumps({"instruction": instruction, "files": ["sales.csv"], "deliverables": [],
-                           "reference_answer": None, "checklist": []})
-    if "You review the work" in system:
-        ids = re.findall(r"- id (\S+):", last)
-        return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
-    return ANSWER if "<Execute>" in last else CODE  # the real output came back: answer
+scripted_reply = RoleScript(lambda category, difficulty: TASKS[(category, difficulty)], CODE, ANSWER)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.dataset.filters import token_estimate, turn_count
-from synth.dataset.record import Record, read_records
+from synth.dataset.record import read_records
 
 
 class ReportError(ValueError):

@@ -21,11 +21,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import Annotated, Any, Callable, Protocol, Sequence, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from synth.llm.base import ChatModel, Completion, Message, Usage
+from synth.jsonl import append_jsonl, read_jsonl
+from synth.llm.base import ChatModel, Message
+from synth.llm.metering import MeteredModel, add_usage, usage_totals
 from synth.roles import Role, load_role, load_role_plugin
 from synth.sampler import NearDuplicateIndex
 from synth.sandbox.base import ExecutionMode, Limits, Sandbox, SandboxState
@@ -208,44 +210,6 @@ def make_questioner(model: ChatModel, roles_dir: Path | None = None, **options: 
     return LLMQuestioner(model, role, **options)
 
 
-# --- usage metering --------------------------------------------------------------------------------------------
-
-
-class _Metered:
-    """Wraps a shared ChatModel to count one node's usage (the model itself is shared across episodes)."""
-
-    def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.family = inner.family
-        self.usage = Usage()
-        self.calls = 0
-
-    async def chat(self, messages: list[Message], **kwargs: Any) -> Completion:
-        completion = await self.inner.chat(messages, **kwargs)
-        self.usage = self.usage + completion.usage
-        self.calls += 1
-        return completion
-
-    async def aclose(self) -> None:  # the run owns the inner model
-        return None
-
-
-def _add_usage(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
-    out = dict(left or {})
-    for key, value in (right or {}).items():
-        out[key] = out.get(key, 0) + value
-    return out
-
-
-def _usage_delta(*meters: _Metered) -> dict[str, float]:
-    total = Usage()
-    for m in meters:
-        total = total + m.usage
-    return {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
-            "cost_usd": total.cost_usd, "llm_calls": sum(m.calls for m in meters)}
-
-
 # --- state -----------------------------------------------------------------------------------------------------
 
 
@@ -259,7 +223,7 @@ class EpisodeState(TypedDict, total=False):
     outcome: str | None  # "accepted" | "duplicate" | "rejected"
     reason: str | None
     record_id: str | None
-    usage: Annotated[dict[str, float], _add_usage]
+    usage: Annotated[dict[str, float], add_usage]
     elapsed_s: Annotated[float, operator.add]
 
 
@@ -337,10 +301,10 @@ class EpisodeSink:
         self.rejected_episodes: set[str] = set()
         self.accepted_instructions: list[str] = []
         self.done_episodes: set[str] = set()
-        for row in _read_jsonl(records_path):
+        for row in read_jsonl(records_path):
             self.record_ids.add(row.get("id", ""))
             self.accepted_instructions.append(_instruction_of(row))
-        for row in _read_jsonl(rejected_path):
+        for row in read_jsonl(rejected_path):
             self.rejected_episodes.add(row.get("episode_id", ""))
             self.done_episodes.add(row.get("episode_id", ""))
 
@@ -350,7 +314,7 @@ class EpisodeSink:
             if record["id"] in self.record_ids:
                 self.done_episodes.add(episode_id)
                 return False
-            _append_line(self.records_path, record)
+            append_jsonl(self.records_path, record)
             self.record_ids.add(record["id"])
             self.done_episodes.add(episode_id)
             self.accepted_instructions.append(_instruction_of(record))
@@ -360,7 +324,7 @@ class EpisodeSink:
         async with self._lock:
             if row["episode_id"] in self.rejected_episodes:
                 return False
-            _append_line(self.rejected_path, row)
+            append_jsonl(self.rejected_path, row)
             self.rejected_episodes.add(row["episode_id"])
             self.done_episodes.add(row["episode_id"])
             return True
@@ -370,45 +334,6 @@ def _instruction_of(row: dict[str, Any]) -> str:
     messages = row.get("messages") or []
     prompt = messages[-2]["content"] if len(messages) >= 2 else ""
     return prompt.split("# Instruction", 1)[-1].split("\n# Data", 1)[0].strip()
-
-
-def repair_jsonl(path: Path) -> int:
-    """Cut a torn last line (a crash mid-append); returns bytes removed. Whole lines are never touched."""
-    if not path.exists():
-        return 0
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return 0
-    keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
-    return len(data) - keep
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if not path.exists():
-        return rows
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.endswith("\n"):
-                break  # torn last line from a crash; repair_jsonl removes it
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    return rows
-
-
-def _append_line(path: Path, row: dict[str, Any]) -> None:
-    import os
-
-    line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 # --- the parts the nodes call (agent loop, checklist engine, record schema) -------------------------------------
@@ -548,7 +473,7 @@ def build_interaction_graph(deps: EpisodeDeps):
         started = time.monotonic()
         ep = state["episode"]
         source = deps.sources[ep["source"]]
-        meter = _Metered(deps.questioner_model)
+        meter = MeteredModel(deps.questioner_model)
         factory = deps.questioner_factory or (lambda m: make_questioner(
             m, deps.roles_dir, validate_items=_validate_task_items, rule_names=_rule_names()))
         questioner = factory(meter)
@@ -569,12 +494,12 @@ def build_interaction_graph(deps: EpisodeDeps):
             else:
                 deps.emit_event("proposed", episode=ep["episode_id"], near_duplicate=True)
                 return {"task": None, "outcome": "rejected", "reason": f"near-duplicate of an accepted task: {twin}",
-                        "usage": _usage_delta(meter), "elapsed_s": time.monotonic() - started}
+                        "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
         except QuestionerError as exc:
-            return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": _usage_delta(meter),
+            return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": usage_totals(meter),
                     "elapsed_s": time.monotonic() - started}
         deps.emit_event("proposed", episode=ep["episode_id"], instruction=task.instruction)
-        return {"task": task.model_dump(), "revisions": 0, "feedback": None, "usage": _usage_delta(meter),
+        return {"task": task.model_dump(), "revisions": 0, "feedback": None, "usage": usage_totals(meter),
                 "elapsed_s": time.monotonic() - started}
 
     async def solve(state: EpisodeState) -> dict[str, Any]:
@@ -585,7 +510,7 @@ def build_interaction_graph(deps: EpisodeDeps):
         workspace = deps.work_dir / ep["episode_id"] / f"attempt-{attempt}"
         shutil.rmtree(workspace, ignore_errors=True)  # a re-run after a crash starts from a fresh copy
         workspace.parent.mkdir(parents=True, exist_ok=True)
-        meter = _Metered(deps.solver_model)
+        meter = MeteredModel(deps.solver_model)
         from synth.checklist import hash_path
 
         source_hash = await asyncio.to_thread(hash_path, source.path)  # before the episode touches anything
@@ -604,19 +529,19 @@ def build_interaction_graph(deps: EpisodeDeps):
         deps.emit_event("solved", episode=ep["episode_id"], attempt=attempt, stop=trajectory.stop_reason)
         return {"attempts": [{"trajectory": trajectory.to_dict(), "before": before.to_dict(),
                               "after": after.to_dict(), "workspace": workspace_path, "source_hash": source_hash}],
-                "usage": _usage_delta(meter), "elapsed_s": time.monotonic() - started}
+                "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
 
     async def inspect(state: EpisodeState) -> dict[str, Any]:
         started = time.monotonic()
         ep, task = state["episode"], state["task"]
         source = deps.sources[ep["source"]]
         attempt = state["attempts"][-1]
-        meter = _Metered(deps.inspector_model)
+        meter = MeteredModel(deps.inspector_model)
         verdict = await _inspect_attempt(
             meter, category=ep["category"], task=task, attempt=attempt, source=source, sandbox=deps.sandbox,
             limits=deps.limits, checklists_dir=deps.checklists_dir, roles_dir=deps.roles_dir)
         deps.emit_event("inspected", episode=ep["episode_id"], decision=verdict["decision"])
-        return {"verdicts": [verdict], "usage": _usage_delta(meter), "elapsed_s": time.monotonic() - started}
+        return {"verdicts": [verdict], "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
 
     def after_inspect(state: EpisodeState) -> str:
         decision = state["verdicts"][-1]["decision"]

@@ -32,17 +32,11 @@ from typing import Annotated, Any, Callable, Literal, Sequence, TextIO, TypedDic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# The run machinery of `synth generate` (JSONL sink with id dedupe, torn-line repair, usage metering) is reused.
-from synth.graphs.interaction import (
-    EpisodeSink,
-    _add_usage,
-    _Metered,
-    _read_jsonl,
-    _usage_delta,
-    episode_finished,
-    repair_jsonl,
-)
+# The episode sink of `synth generate` (JSONL with id dedupe) is shared.
+from synth.graphs.interaction import EpisodeSink
+from synth.jsonl import read_jsonl, repair_jsonl
 from synth.llm.base import ChatModel
+from synth.llm.metering import MeteredModel, add_usage, usage_totals
 from synth.matchers import DEFAULT_CHAIN, MatchResult, match_answer, parse_chain
 
 KEYWORDS_FILE = "keywords.yaml"
@@ -199,7 +193,7 @@ class ReasoningState(TypedDict, total=False):
     outcome: str | None  # "accepted" | "duplicate" | "rejected"
     reason: str | None
     record_ids: list[str]
-    usage: Annotated[dict[str, float], _add_usage]
+    usage: Annotated[dict[str, float], add_usage]
     elapsed_s: Annotated[float, operator.add]
 
 
@@ -250,7 +244,7 @@ def build_reasoning_graph(deps: ReasoningDeps):
     params = role.params
     step = float(params.get("retry_temperature_step", 0.3))
 
-    async def ask(meter: _Metered, key: str, attempt: int, **context: Any) -> str:
+    async def ask(meter: MeteredModel, key: str, attempt: int, **context: Any) -> str:
         settings = params.get(key) or {}
         messages = []
         system = role.render_system()
@@ -263,10 +257,10 @@ def build_reasoning_graph(deps: ReasoningDeps):
                                       temperature=round(temperature, 3))
         return completion.text
 
-    async def verify_answer(answer: str | None, item: dict[str, Any], meters: list[_Metered]) -> MatchResult:
+    async def verify_answer(answer: str | None, item: dict[str, Any], meters: list[MeteredModel]) -> MatchResult:
         judge = None
         if deps.judge_model is not None and "judge" in deps.matchers:
-            judge = _Metered(deps.judge_model)
+            judge = MeteredModel(deps.judge_model)
             meters.append(judge)
         return await match_answer(answer, item["answer"], deps.matchers, judge_model=judge,
                                   question=item["question"], roles_dir=deps.roles_dir)
@@ -274,23 +268,23 @@ def build_reasoning_graph(deps: ReasoningDeps):
     async def distill(state: ReasoningState) -> dict[str, Any]:
         started = time.monotonic()
         item, attempt = state["item"], int(state.get("distill_attempts") or 0)
-        meter = _Metered(deps.model)
+        meter = MeteredModel(deps.model)
         reasoning = await ask(meter, "distill", attempt, prompt=item["prompt"], question=item["question"])
         return {"distilled": {"reasoning": reasoning, "answer": final_answer_of(reasoning), "match": None},
-                "distill_attempts": attempt + 1, "usage": _usage_delta(meter),
+                "distill_attempts": attempt + 1, "usage": usage_totals(meter),
                 "elapsed_s": time.monotonic() - started}
 
     async def verify(state: ReasoningState) -> dict[str, Any]:
         started = time.monotonic()
         item, distilled = state["item"], dict(state["distilled"] or {})
-        meters: list[_Metered] = []
+        meters: list[MeteredModel] = []
         if _reasoning_words(distilled.get("reasoning") or "") < MIN_REASONING_WORDS:
             # A bare answer has no reasoning to distill: it is no trace, whatever its answer.
             result = MatchResult(False, "none", "no reasoning before the final answer")
         else:
             result = await verify_answer(distilled.get("answer"), item, meters)
         distilled["match"] = result.to_dict()
-        update: dict[str, Any] = {"distilled": distilled, "usage": _usage_delta(*meters),
+        update: dict[str, Any] = {"distilled": distilled, "usage": usage_totals(*meters),
                                   "elapsed_s": time.monotonic() - started}
         if not result.matched:
             update["distill_failures"] = [{"attempt": state.get("distill_attempts", 1),
@@ -307,7 +301,7 @@ def build_reasoning_graph(deps: ReasoningDeps):
         started = time.monotonic()
         item, distilled = state["item"], state["distilled"]
         answer = str(distilled["answer"])
-        meter = _Metered(deps.model)
+        meter = MeteredModel(deps.model)
         reply = await ask(meter, "reformulate", 0, prompt=item["prompt"], question=item["question"],
                           reasoning=distilled["reasoning"], answer=answer)
         meters = [meter]
@@ -328,25 +322,25 @@ def build_reasoning_graph(deps: ReasoningDeps):
             trace = fallback_trace(distilled["reasoning"], answer)
         check = {"by_model": by_model, "problem": problem, "issues": protocol_issues(trace),
                  "match": distilled["match"]}
-        return {"trace": trace, "trace_check": check, "usage": _usage_delta(*meters),
+        return {"trace": trace, "trace_check": check, "usage": usage_totals(*meters),
                 "elapsed_s": time.monotonic() - started}
 
     async def refine(state: ReasoningState) -> dict[str, Any]:
         started = time.monotonic()
         item, attempt = state["item"], int(state.get("refine_attempts") or 0)
         failures = state.get("refine_failures") or []
-        meter = _Metered(deps.model)
+        meter = MeteredModel(deps.model)
         reply = await ask(meter, "refine", attempt, prompt=item["prompt"], question=item["question"],
                           trace=state["trace"], keywords=state.get("keywords") or [],
                           answer=answer_of(state["trace"]) or "", feedback=failures[-1]["reason"] if failures else "")
-        return {"refine_candidate": reply, "refine_attempts": attempt + 1, "usage": _usage_delta(meter),
+        return {"refine_candidate": reply, "refine_attempts": attempt + 1, "usage": usage_totals(meter),
                 "elapsed_s": time.monotonic() - started}
 
     async def verify_refined(state: ReasoningState) -> dict[str, Any]:
         started = time.monotonic()
         item, keywords = state["item"], state.get("keywords") or []
         candidate = trace_from_reply(state.get("refine_candidate") or "")
-        meters: list[_Metered] = []
+        meters: list[MeteredModel] = []
         check: dict[str, Any] = {"attempt": state.get("refine_attempts", 1)}
         if candidate is None:
             reason = "the reply lacks closed <Analyze>, <Understand> and <Answer> blocks"
@@ -365,7 +359,7 @@ def build_reasoning_graph(deps: ReasoningDeps):
                 reason = "missing keywords: " + "; ".join(f'"{k}"' for k in missing)
             else:
                 reason = None
-        update: dict[str, Any] = {"usage": _usage_delta(*meters), "elapsed_s": time.monotonic() - started}
+        update: dict[str, Any] = {"usage": usage_totals(*meters), "elapsed_s": time.monotonic() - started}
         if reason is None:
             update.update(refined=candidate, refine_check=check)
         else:
@@ -603,7 +597,7 @@ async def refine(config: RefineConfig, *, model: ChatModel | None = None, judge_
     from synth.executors import ExecutorError, make_executor
     from synth.instruct_data import InstructDataError, read_items
     from synth.matchers import MatcherError
-    from synth.run import _Progress
+    from synth.progress import RunProgress
 
     out = out or sys.stderr
     try:
@@ -634,7 +628,7 @@ async def refine(config: RefineConfig, *, model: ChatModel | None = None, judge_
     owned = model is None
     if model is None:
         model, judge_model = _load_models(config, run_dir)
-    progress = _Progress(len(items), out, live=live)
+    progress = RunProgress(len(items), out, live=live)
     deps = ReasoningDeps(model=model, sink=sink, judge_model=judge_model, matchers=chain,
                          max_distill_attempts=config.max_distill_attempts,
                          max_refine_attempts=config.max_refine_attempts, roles_dir=config.roles,
@@ -675,8 +669,8 @@ async def refine(config: RefineConfig, *, model: ChatModel | None = None, judge_
 def compute_refine_stats(run_dir: Path, *, planned: int, vocabulary: Sequence[str] = (),
                          wall_s: float = 0.0) -> dict[str, Any]:
     """stats.json, recomputed from records.jsonl and rejected.jsonl (right after any resume)."""
-    records = _read_jsonl(run_dir / "records.jsonl")
-    rejected = _read_jsonl(run_dir / "rejected.jsonl")
+    records = read_jsonl(run_dir / "records.jsonl")
+    rejected = read_jsonl(run_dir / "rejected.jsonl")
     distilled = [r for r in records if r.get("variant") == "distilled"]
     refined = [r for r in records if r.get("variant") == "refined"]
     distill_failed = [r for r in rejected if r.get("stage") == "distill"]

@@ -12,6 +12,7 @@ server's side.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,35 @@ class RecordedRequest:
     arrived: float  # time.monotonic() when the request was read
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class RoleScript:
+    """A deterministic questioner / solver / inspector for `synth generate` over a FakeOpenAIServer.
+
+    The role is recognised from the request alone: the questioner writes `task(category, difficulty)` about `files`,
+    the inspector passes every judged item, the solver sends `code` and, once an <Execute> came back, `answer`.
+    Use it as the server's reply: `FakeOpenAIServer(reply=RoleScript(task, code, answer))`.
+    """
+
+    def __init__(self, task: Callable[[str, str], str], code: str, answer: str,
+                 files: Iterable[str] = ("sales.csv",)) -> None:
+        self.task = task
+        self.code = code
+        self.answer = answer
+        self.files = list(files)
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        messages = body["messages"]
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        last = messages[-1]["content"]
+        if "You write data-science tasks" in system:
+            kind = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
+            return json.dumps({"instruction": self.task(kind.group(1), kind.group(2)), "files": self.files,
+                               "deliverables": [], "reference_answer": None, "checklist": []})
+        if "You review the work" in system:
+            ids = re.findall(r"- id (\S+):", last)
+            return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
+        return self.answer if "<Execute>" in last else self.code
 
 
 class FakeOpenAIServer:

@@ -53,7 +53,7 @@ def _print_summary(directory: Path, results: list[Union[DataCard, SourceError]])
             table.add_row(result.name, result.kind, "", "", "", "; ".join([docs] + result.notes))
         for i, t in enumerate(result.tables):
             rows = f"~{t.rows:,}" if t.rows_approx else f"{t.rows:,}"
-            notes = [f"view" if t.is_view else ""] + [f"{len(t.foreign_keys)} FK" if t.foreign_keys else ""]
+            notes = ["view" if t.is_view else ""] + [f"{len(t.foreign_keys)} FK" if t.foreign_keys else ""]
             notes += ["approx stats" if t.stats_approx else ""] + t.notes + (result.notes if i == 0 else [])
             table.add_row(
                 result.name if i == 0 else "",

@@ -355,8 +355,6 @@ def _duckdb_tables(con: Any, limits: ProfileLimits, card: DataCard) -> None:
 
 
 def _profile_delimited(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
-    import pandas as pd
-
     text, complete, encoding_note = _read_text_head(source.path, card.size_bytes, limits)
     if encoding_note:
         card.notes.append(encoding_note)

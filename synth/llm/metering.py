@@ -1,0 +1,42 @@
+"""Per-node usage metering over a ChatModel shared by many episodes (tokens, cost, calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synth.llm.base import ChatModel, Completion, Message, Usage
+
+
+class MeteredModel:
+    """Wraps a shared ChatModel to count one node's usage (the model itself is shared across episodes)."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.family = inner.family
+        self.usage = Usage()
+        self.calls = 0
+
+    async def chat(self, messages: list[Message], **kwargs: Any) -> Completion:
+        completion = await self.inner.chat(messages, **kwargs)
+        self.usage = self.usage + completion.usage
+        self.calls += 1
+        return completion
+
+    async def aclose(self) -> None:  # the run owns the inner model
+        return None
+
+
+def add_usage(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
+    out = dict(left or {})
+    for key, value in (right or {}).items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def usage_totals(*meters: MeteredModel) -> dict[str, float]:
+    total = Usage()
+    for m in meters:
+        total = total + m.usage
+    return {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
+            "cost_usd": total.cost_usd, "llm_calls": sum(m.calls for m in meters)}
