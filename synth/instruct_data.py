@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from synth.jsonl import iter_json_objects
+
 FORMATS: tuple[str, ...] = ("auto", "wikitq", "tablebench", "jsonl", "json", "csv", "tsv", "parquet", "hf")
 _QUESTION_FIELDS = ("question", "utterance", "instruction", "query", "input", "prompt")
 _ANSWER_FIELDS = ("answer", "targetValue", "target_value", "target", "output", "label", "reference")
@@ -328,17 +330,7 @@ def _first_json_line(path: Path) -> Any:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InstructDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InstructDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield f"{path}:{number}", row
+    return iter_json_objects(path, InstructDataError)
 
 
 def _rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:

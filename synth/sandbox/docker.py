@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from synth.sandbox.base import ExecResult, ExecutionMode, Limits, SandboxState
-from synth.sandbox.local import _Capture, _copy_into, _split_traceback, _Stream
-from synth.sandbox.snapshot import changed_paths, stat_signature, take_snapshot
+from synth.sandbox.base import ExecResult, ExecutionMode, Limits
+from synth.sandbox.cells import CellSession, CellStream, OutputCapture, copy_sources, split_traceback
 
 DEFAULT_IMAGE = "ds-synth-sandbox:latest"
 DOCKERFILE_DIR = Path(__file__).resolve().parent
@@ -47,7 +46,7 @@ def _read_capped(path: Path, limit: int) -> str:
     """A file's text, head and tail only past `limit` (the file itself may be huge)."""
     if not path.exists():
         return ""
-    capture = _Capture(limit)
+    capture = OutputCapture(limit)
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size <= 2 * limit:
@@ -60,10 +59,13 @@ def _read_capped(path: Path, limit: int) -> str:
     return capture.text(limit)
 
 
-class DockerSession:
+class DockerSession(CellSession):
+    """One episode's workspace bound into its own container; cells run through `docker exec`."""
+
     def __init__(self, client, image: str, workspace: Path, mode: ExecutionMode, limits: Limits, owns: bool):
         if mode not in ("script", "session"):
             raise ValueError(f"sandbox mode must be 'script' or 'session', got {mode!r}")
+        super().__init__()
         from docker.types import Ulimit
 
         self.workspace = workspace
@@ -72,9 +74,6 @@ class DockerSession:
         self._owns = owns
         self._client = client
         self._cells_dir = Path(tempfile.mkdtemp(prefix="ds-synth-cells-"))
-        self._lock = threading.Lock()
-        self._count = 0
-        self._closed = False
         self._worker = None  # (socket, streams, reply path, demux thread)
         self._state_lost_note: str | None = None
         for path in (self.workspace, self._cells_dir):
@@ -102,24 +101,8 @@ class DockerSession:
             labels={"ds-synth.sandbox": "1"},
         )
 
-    def run(self, code: str, timeout: float | None = None) -> ExecResult:
-        if not isinstance(code, str):
-            raise TypeError(f"cell code must be a str, got {type(code).__name__}")
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"sandbox session over {self.workspace} is closed")
-            self._count += 1
-            timeout = self.limits.timeout_s if timeout is None else timeout
-            before = stat_signature(self.workspace)
-            started = time.monotonic()
-            run = self._run_script if self.mode == "script" else self._run_in_worker
-            result = run(code, timeout)
-            result.duration_s = round(time.monotonic() - started, 4)
-            result.files_changed = changed_paths(before, stat_signature(self.workspace))
-            return result
-
     def _run_script(self, code: str, timeout: float) -> ExecResult:
-        n = self._count
+        n = self._cells
         (self._cells_dir / f"cell_{n}.py").write_text(code, encoding="utf-8")
         command = (
             f"timeout -s KILL {timeout:g} sh -c 'ulimit -t {self.limits.cpu_seconds}; "
@@ -138,7 +121,7 @@ class DockerSession:
         if timed_out:
             error = f"TimeoutError: cell exceeded {timeout:g} s wall clock and was killed"
         elif exit_code != 0:
-            stderr, error = _split_traceback(stderr)
+            stderr, error = split_traceback(stderr)
             error = error or f"process exited with code {exit_code}"
         return ExecResult(stdout=stdout, stderr=stderr, error=error, timed_out=timed_out)
 
@@ -155,7 +138,7 @@ class DockerSession:
         sock = self._client.api.exec_start(exec_id, socket=True)
         raw = getattr(sock, "_sock", sock)
         pipes = [os.pipe(), os.pipe()]
-        streams = [_Stream(r, self.limits.output_limit_chars, lambda: None) for r, _ in pipes]
+        streams = [CellStream(r, self.limits.output_limit_chars, lambda: None) for r, _ in pipes]
         writers = [w for _, w in pipes]
         thread = threading.Thread(target=self._demux, args=(raw, writers), daemon=True)
         thread.start()
@@ -221,7 +204,7 @@ class DockerSession:
         marker = b"\0\1ds-synth:" + token.encode() + b"\0\1"
         out.expect(marker)
         err.expect(marker)
-        request = {"code": code, "token": token, "cell": self._count, "cpu_seconds": self.limits.cpu_seconds}
+        request = {"code": code, "token": token, "cell": self._cells, "cpu_seconds": self.limits.cpu_seconds}
         deadline = time.monotonic() + timeout
         raw.sendall((json.dumps(request) + "\n").encode())
         reply = self._read_reply(reply_path, deadline)
@@ -242,9 +225,6 @@ class DockerSession:
         if note:
             stdout = f"{note}\n{stdout}" if stdout else note
         return ExecResult(stdout=stdout, stderr=stderr, error=error, timed_out=timed_out)
-
-    def snapshot(self) -> SandboxState:
-        return take_snapshot(self.workspace)
 
     def close(self) -> None:
         with self._lock:
@@ -294,7 +274,7 @@ class DockerSandbox:
         root = Path(tempfile.mkdtemp(prefix="ds-synth-ws-")) if owns else Path(workspace).resolve()
         root.mkdir(parents=True, exist_ok=True)
         try:
-            _copy_into(list(workspace_files), root)
+            copy_sources(list(workspace_files), root)
             return DockerSession(self.client, self.image, root, mode, limits or Limits(), owns)
         except BaseException:
             if owns:

@@ -36,141 +36,24 @@ import weakref
 from pathlib import Path
 from typing import Sequence
 
-from synth.sandbox.base import ExecResult, ExecutionMode, Limits, SandboxState
-from synth.sandbox.snapshot import changed_paths, stat_signature, take_snapshot
+from synth.sandbox.base import ExecResult, ExecutionMode, Limits
+from synth.sandbox.cells import (
+    OUTPUT_KILL_BYTES,
+    CellSession,
+    CellStream,
+    copy_sources,
+    split_traceback,
+)
 
 log = logging.getLogger(__name__)
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 _RUNTIME_MOUNT = "/opt/ds-synth-runtime"
-_OUTPUT_KILL_BYTES = 64 << 20  # a cell printing more than this is killed: the rest would be truncated anyway
 _SANDBOX_UID_RANGE = (1_500_000_000, 1_900_000_000)  # far above any real account; one uid per session
 _ENV_PASSTHROUGH = ("LANG", "LC_ALL", "TZ")
 _warned_no_bwrap = False
 _warned_no_fork_guard = False
 _warn_lock = threading.Lock()
-
-
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    keep = max(limit // 2, 1)
-    return f"{text[:keep]}\n... [truncated {len(text) - 2 * keep} chars] ...\n{text[-keep:]}"
-
-
-class _Capture:
-    """Keeps the head and the tail of a stream (bounded memory however much is written) and counts the rest."""
-
-    def __init__(self, limit_chars: int):
-        self._keep = max(limit_chars, 2)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self._keep - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self._keep:
-                del self.tail[: len(self.tail) - self._keep]
-
-    def text(self, limit_chars: int) -> str:
-        tail = bytes(self.tail[-self._keep :])
-        dropped = self.total - len(self.head) - len(tail)
-        head_text = self.head.decode("utf-8", errors="replace")
-        tail_text = tail.decode("utf-8", errors="replace")
-        if not dropped:
-            return _truncate(head_text + tail_text, limit_chars)
-        keep = max(limit_chars // 2, 1)
-        dropped += max(len(head_text) - keep, 0) + max(len(tail_text) - keep, 0)
-        return f"{head_text[:keep]}\n... [truncated {dropped} chars] ...\n{tail_text[-keep:]}"
-
-
-class _Stream:
-    """Reads one pipe in a thread; splits it into per-cell captures at end markers written by the worker."""
-
-    def __init__(self, fd: int, limit_chars: int, on_overflow):
-        self._fd = fd
-        self._limit = limit_chars
-        self._on_overflow = on_overflow
-        self._cond = threading.Condition()
-        self._capture = _Capture(limit_chars)
-        self._next: _Capture | None = None
-        self._marker: bytes | None = None
-        self._carry = b""
-        self.eof = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def expect(self, marker: bytes) -> None:
-        with self._cond:
-            self._marker = marker
-
-    def _sink(self) -> _Capture:
-        return self._next if self._next is not None else self._capture
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self._fd, 1 << 16)
-            except OSError:
-                data = b""
-            with self._cond:
-                if not data:
-                    self._sink().feed(self._carry)
-                    self._carry = b""
-                    self.eof = True
-                    self._cond.notify_all()
-                    break
-                buf = self._carry + data
-                self._carry = b""
-                if self._marker is not None and self._next is None:
-                    index = buf.find(self._marker)
-                    if index >= 0:
-                        self._capture.feed(buf[:index])
-                        self._next = _Capture(self._limit)
-                        self._next.feed(buf[index + len(self._marker) :])
-                        self._marker = None
-                        self._cond.notify_all()
-                    else:
-                        keep = len(self._marker) - 1
-                        self._capture.feed(buf[: len(buf) - keep])
-                        self._carry = buf[len(buf) - keep :]
-                else:
-                    self._sink().feed(buf)
-                overflow = self._sink().total > _OUTPUT_KILL_BYTES
-            if overflow:
-                self._on_overflow()
-        os.close(self._fd)
-
-    def wait(self, deadline: float) -> bool:
-        """Until this cell's end marker (or EOF) arrives; False on deadline."""
-        with self._cond:
-            while self._next is None and not self.eof:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
-
-    def take(self) -> tuple[str, int]:
-        """The finished cell's text (truncated) and its size in bytes; later output goes to the next cell."""
-        with self._cond:
-            capture = self._capture
-            if self._carry and self._next is None:
-                capture.feed(self._carry)
-                self._carry = b""
-            self._capture = self._next if self._next is not None else _Capture(self._limit)
-            self._next = None
-            self._marker = None
-            return capture.text(self._limit), capture.total
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
 
 def _bwrap_path() -> str | None:
@@ -550,14 +433,6 @@ class _Jail:
         shutil.rmtree(self.private_tmp, ignore_errors=True)
 
 
-def _split_traceback(stderr: str) -> tuple[str, str | None]:
-    """A failed script's stderr -> (what came before the traceback, the traceback)."""
-    index = stderr.rfind("Traceback (most recent call last):")
-    if index < 0:
-        return stderr, None
-    return stderr[:index], stderr[index:].rstrip("\n")
-
-
 def _exit_reason(returncode: int) -> str:
     if 0 <= returncode <= 128:
         return f"process exited with code {returncode}"
@@ -608,12 +483,13 @@ def _close_forgotten_sessions() -> None:
             pass
 
 
-class LocalSession:
+class LocalSession(CellSession):
     """One episode's workspace and the processes that run its cells."""
 
     def __init__(self, workspace: Path, mode: ExecutionMode, limits: Limits, python: str, owns_workspace: bool):
         if mode not in ("script", "session"):
             raise ValueError(f"sandbox mode must be 'script' or 'session', got {mode!r}")
+        super().__init__()
         self.workspace = workspace
         self.mode: ExecutionMode = mode
         self.limits = limits
@@ -621,39 +497,15 @@ class LocalSession:
         self._owner = (workspace.stat().st_uid, workspace.stat().st_gid)
         self._jail = _Jail(workspace, limits, python)
         self._python = python
-        self._lock = threading.Lock()
-        self._cells = 0
-        self._closed = False
         self._worker: subprocess.Popen | None = None
-        self._streams: tuple[_Stream, _Stream] | None = None
+        self._streams: tuple[CellStream, CellStream] | None = None
         self._ctl: tuple[int, int] | None = None  # (write to worker, read from worker)
         self._reply_buffer = b""
         self._overflowed = threading.Event()
         self._state_lost_note: str | None = None
         _open_sessions.add(self)
 
-    # --- public API -------------------------------------------------------------------------------------------
-    def run(self, code: str, timeout: float | None = None) -> ExecResult:
-        if not isinstance(code, str):
-            raise TypeError(f"cell code must be a str, got {type(code).__name__}")
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"sandbox session over {self.workspace} is closed")
-            self._cells += 1
-            timeout = self.limits.timeout_s if timeout is None else timeout
-            before = stat_signature(self.workspace)
-            started = time.monotonic()
-            if self.mode == "script":
-                result = self._run_script(code, timeout)
-            else:
-                result = self._run_in_worker(code, timeout)
-            result.duration_s = round(time.monotonic() - started, 4)
-            result.files_changed = changed_paths(before, stat_signature(self.workspace))
-            return result
-
-    def snapshot(self) -> SandboxState:
-        return take_snapshot(self.workspace)
-
+    # --- public API (run and snapshot come from CellSession) ------------------------------------------------
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -681,7 +533,7 @@ class LocalSession:
             pass
 
     # --- helpers shared by both modes -------------------------------------------------------------------------
-    def _attach_streams(self, proc: subprocess.Popen) -> tuple[_Stream, _Stream]:
+    def _attach_streams(self, proc: subprocess.Popen) -> tuple[CellStream, CellStream]:
         self._overflowed.clear()
 
         def _overflow() -> None:  # stop a runaway printer at once; the run loop reports it
@@ -695,7 +547,7 @@ class LocalSession:
         for pipe in (proc.stdout, proc.stderr):
             fd = os.dup(pipe.fileno())  # the stream thread owns (and closes) its own fd
             pipe.close()
-            streams.append(_Stream(fd, self.limits.output_limit_chars, _overflow))
+            streams.append(CellStream(fd, self.limits.output_limit_chars, _overflow))
         return streams[0], streams[1]
 
     # --- script mode ------------------------------------------------------------------------------------------
@@ -719,9 +571,9 @@ class LocalSession:
         if timed_out:
             error = f"TimeoutError: cell exceeded {timeout:g} s wall clock and was killed"
         elif self._overflowed.is_set():
-            error = f"OutputLimitError: cell wrote more than {_OUTPUT_KILL_BYTES >> 20} MiB of output and was killed"
+            error = f"OutputLimitError: cell wrote more than {OUTPUT_KILL_BYTES >> 20} MiB of output and was killed"
         elif proc.returncode != 0:
-            stderr, error = _split_traceback(stderr)
+            stderr, error = split_traceback(stderr)
             if error is None:
                 error = _exit_reason(proc.returncode)
         return ExecResult(stdout=stdout, stderr=stderr, error=error, timed_out=timed_out)
@@ -806,7 +658,7 @@ class LocalSession:
             if timed_out:
                 error = f"TimeoutError: cell exceeded {timeout:g} s wall clock and was killed"
             elif overflowed:
-                error = f"OutputLimitError: cell wrote more than {_OUTPUT_KILL_BYTES >> 20} MiB of output and was killed"
+                error = f"OutputLimitError: cell wrote more than {OUTPUT_KILL_BYTES >> 20} MiB of output and was killed"
             else:
                 error = "WorkerDied: " + (_exit_reason(returncode) if returncode is not None else "worker vanished")
             error += "\n[the session was restarted and its state was lost: variables and imports of earlier cells are gone]"
@@ -826,28 +678,6 @@ class LocalSession:
                     os.lchown(os.path.join(root, name), uid, gid)
                 except OSError:
                     pass
-
-
-def _copy_into(sources: Sequence[Path], workspace: Path) -> None:
-    for source in sources:
-        source = Path(source)
-        if not source.exists():
-            raise FileNotFoundError(f"sandbox workspace source does not exist: {source}")
-        target = workspace / source.name
-        if target.exists():
-            raise FileExistsError(f"two workspace sources share the name {source.name!r} (second: {source})")
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True, copy_function=shutil.copyfile)
-        else:
-            shutil.copyfile(source, target)
-    # Copies are writable by the cell even when the originals are read-only.
-    for root, dirs, files in os.walk(workspace):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o644)
 
 
 class LocalSandbox:
@@ -875,7 +705,7 @@ class LocalSandbox:
             root = Path(workspace).resolve()
             root.mkdir(parents=True, exist_ok=True)
         try:
-            _copy_into(list(workspace_files), root)
+            copy_sources(list(workspace_files), root)
             root.chmod(0o755)
             return LocalSession(root, mode, limits or Limits(), self.python, owns)
         except BaseException:

@@ -7,11 +7,11 @@ da-dev-tables/).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from synth.jsonl import iter_json_objects
 from train.eval.benchmarks import Benchmark, EvalDataError, EvalItem, Score
 
 _ANSWER_RE = re.compile(r"@(\w+)\[(.*?)\]")
@@ -111,18 +111,8 @@ def _locate(path: Path) -> tuple[Path, Path, Path]:
     return questions, labels, tables
 
 
-def _json_lines(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{path}:{number}: expected a JSON object")
-            yield f"{path}:{number}", row
+def _json_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    return iter_json_objects(path, EvalDataError)
 
 
 BENCHMARK = Benchmark(name="infiagent", load=load, score=score, metric="accuracy", extra_metrics=extra_metrics)
