@@ -5,11 +5,11 @@ pass when it exits cleanly."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+from synth.jsonl import iter_json_objects
 from synth.sandbox.base import Limits
 from train.eval.benchmarks import Benchmark, EvalDataError, EvalItem, Score, code_blocks
 
@@ -26,27 +26,20 @@ def load(path: Path, limit: int | None = None) -> list[EvalItem]:
     if not path.is_file():
         raise EvalDataError(f"--data {path}: expected a DS-1000 .jsonl file")
     items: list[EvalItem] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            for key in ("prompt", "code_context"):
-                if not isinstance(row.get(key), str):
-                    raise EvalDataError(f"{path}:{number}: DS-1000 problem has no {key!r} text")
-            if "def test_execution" not in row["code_context"]:
-                raise EvalDataError(f"{path}:{number}: code_context defines no test_execution(solution)")
-            meta = row.get("metadata") or {}
-            problem_id = meta.get("problem_id", row.get("id", number - 1))
-            items.append(EvalItem(
-                id=str(problem_id), instruction=row["prompt"].rstrip() + _RULES,
-                reference=row.get("reference_code"), category=str(meta.get("library") or "all"),
-                meta={"code_context": row["code_context"], "perturbation_type": meta.get("perturbation_type")}))
-            if limit is not None and len(items) >= limit:
-                break
+    for index, (where, row) in enumerate(iter_json_objects(path, EvalDataError)):
+        for key in ("prompt", "code_context"):
+            if not isinstance(row.get(key), str):
+                raise EvalDataError(f"{where}: DS-1000 problem has no {key!r} text")
+        if "def test_execution" not in row["code_context"]:
+            raise EvalDataError(f"{where}: code_context defines no test_execution(solution)")
+        meta = row.get("metadata") or {}
+        problem_id = meta.get("problem_id", row.get("id", index))
+        items.append(EvalItem(
+            id=str(problem_id), instruction=row["prompt"].rstrip() + _RULES,
+            reference=row.get("reference_code"), category=str(meta.get("library") or "all"),
+            meta={"code_context": row["code_context"], "perturbation_type": meta.get("perturbation_type")}))
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise EvalDataError(f"--data {path}: no problems found")
     return items
