@@ -118,9 +118,10 @@ class _Loop:
 
     async def run(self, instruction: str, files, history: list[Message]) -> Trajectory:
         started = time.monotonic()
-        prompt = protocol.build_user_prompt(instruction, self._data_files(files), root=self.session.workspace)
+        data_files = self._data_files(files)
+        prompt = protocol.build_user_prompt(instruction, data_files, root=self.session.workspace)
         traj = Trajectory(prompt=prompt, mode=self.session.mode, model=getattr(self.model, "name", ""))
-        self.messages = self._opening_messages(prompt, history)
+        self.messages = self._opening_messages(prompt, history, _database_names(data_files))
 
         empty_replies = 0
         rounds = 0
@@ -225,16 +226,16 @@ class _Loop:
 
     # --- messages -----------------------------------------------------------------------------------------
 
-    def _opening_messages(self, prompt: str, history: list[Message]) -> list[Message]:
+    def _opening_messages(self, prompt: str, history: list[Message], databases: list[str]) -> list[Message]:
         user = prompt if not self.cfg.feedback else f"{prompt}\n\n# Feedback on a previous attempt\n{self.cfg.feedback}"
         if self.family == "deepanalyze":
             return [*history, {"role": "user", "content": user}]
         assert self.role is not None
-        system = self.cfg.system_prompt if self.cfg.system_prompt is not None else self.role.render_system(
-            mode=self.session.mode
-        )
+        # The role sees the mode and the database files, so it can show a database example where one helps.
+        context = {"mode": self.session.mode, "databases": databases}
+        system = self.cfg.system_prompt if self.cfg.system_prompt is not None else self.role.render_system(**context)
         messages: list[Message] = [{"role": "system", "content": system}] if system.strip() else []
-        messages += self.role.few_shot_messages(mode=self.session.mode)  # type: ignore[arg-type]
+        messages += self.role.few_shot_messages(**context)  # type: ignore[arg-type]
         return [*messages, *history, {"role": "user", "content": user}]
 
     def _feed_back(self, turn: Turn, note: str | None) -> None:
@@ -293,6 +294,14 @@ class _Loop:
         result = self.on_event(kind, payload)
         if inspect.isawaitable(result):
             await result
+
+
+DATABASE_SUFFIXES = (".sqlite", ".sqlite3", ".db", ".duckdb")
+
+
+def _database_names(files: list[protocol.FileSpec]) -> list[str]:
+    names = [str(f[0]) if isinstance(f, tuple) else Path(f).name for f in files]
+    return [n for n in names if n.lower().endswith(DATABASE_SUFFIXES)]
 
 
 # --- reply normalisation ------------------------------------------------------------------------------------

@@ -1175,11 +1175,15 @@ _ANSWER_OBJECT = re.compile(
 )
 
 
-def parse_judge_reply(text: str, item_ids: Sequence[str]) -> tuple[dict[str, ItemResult], list[str]]:
+def parse_judge_reply(
+    text: str, item_ids: Sequence[str], asked: Sequence[str] | None = None
+) -> tuple[dict[str, ItemResult], list[str]]:
     """Verdicts found in a judge reply and the ids it gave no usable verdict for.
 
     Accepts {"answers": [{"id", "pass"|"passed", "reason"}]}, {item_id: {"passed", "reason"}}, {item_id: bool}
-    and a bare list of answer objects. Raises ValueError when the reply holds no JSON at all.
+    and a bare list of answer objects. Small judges often number the questions instead of copying their ids: an
+    id "k" that is not a real id means the k-th question as `asked` (default `item_ids`). Raises ValueError when
+    the reply holds no JSON at all.
     """
     try:
         data = _extract_json(text)
@@ -1201,6 +1205,11 @@ def parse_judge_reply(text: str, item_ids: Sequence[str]) -> tuple[dict[str, Ite
         entries = {str(k): v for k, v in data.items()}
     else:
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    asked = list(asked if asked is not None else item_ids)
+    for key in [k for k in entries if k not in asked]:
+        number = key.strip().lstrip("#").removeprefix("q").removeprefix("Q")
+        if number.isdigit() and 1 <= int(number) <= len(asked) and asked[int(number) - 1] not in entries:
+            entries[asked[int(number) - 1]] = entries[key]
     verdicts: dict[str, ItemResult] = {}
     missing: list[str] = []
     for item_id in item_ids:
@@ -1242,7 +1251,7 @@ async def _judge(
         )
         usage = usage + completion.usage
         try:
-            found, missing = parse_judge_reply(completion.text, [i for i in wanted if i not in verdicts])
+            found, missing = parse_judge_reply(completion.text, [i for i in wanted if i not in verdicts], wanted)
         except ValueError as exc:
             problem = f"judge reply was not valid JSON: {exc}"
             missing = [i for i in wanted if i not in verdicts]

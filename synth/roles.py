@@ -26,6 +26,10 @@ class FewShotMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str
     content: str
+    when: str | None = Field(
+        None, description="Jinja expression over the render context; the message is used only when it is true "
+        "(e.g. `databases` to show a database example only when the task has a database file)."
+    )
 
 
 class Role(BaseModel):
@@ -56,8 +60,17 @@ class Role(BaseModel):
 
     def few_shot_messages(self, **context: Any) -> list[dict[str, str]]:
         return [
-            {"role": m.role, "content": _render(m.content, context, f"{self.name}.few_shot")} for m in self.few_shot
+            {"role": m.role, "content": _render(m.content, context, f"{self.name}.few_shot")}
+            for m in self.few_shot
+            if m.when is None or _holds(m.when, context, f"{self.name}.few_shot.when")
         ]
+
+
+def _holds(expression: str, context: dict[str, Any], where: str) -> bool:
+    try:
+        return bool(_ENV.compile_expression(expression)(**context))
+    except jinja2.TemplateError as exc:
+        raise RoleError(f"cannot evaluate {where} {expression!r}: {exc}") from exc
 
 
 def _render(template: str, context: dict[str, Any], where: str) -> str:

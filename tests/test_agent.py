@@ -349,3 +349,25 @@ async def test_invented_execute_that_differs_from_the_real_output_is_still_cut(o
     model = ScriptedChatModel([code_turn("print(5)"), fake, "<Answer>5</Answer>"], strict=True)
     traj = await run_agent(model, open_session(), "q")
     assert traj.answer == "5" and "6" not in traj.assistant_text().replace("</Execute>", "")
+
+
+async def test_a_database_in_the_data_brings_the_database_example(open_session, tmp_path):
+    import sqlite3
+
+    database = tmp_path / "shop.sqlite"
+    with sqlite3.connect(database) as con:
+        con.execute("CREATE TABLE Purchase (Total REAL)")
+    plain_model = ScriptedChatModel([ANSWER], strict=True)
+    await run_agent(plain_model, open_session(), "Mean price?")
+    session = get_sandbox("local").open([database], mode="session")
+    try:
+        db_model = ScriptedChatModel([ANSWER], strict=True)
+        await run_agent(db_model, session, "Largest purchase?")
+    finally:
+        session.close()
+    plain = " ".join(m["content"] for m in plain_model.calls[0]["messages"])
+    with_db = db_model.calls[0]["messages"]
+    assert "sqlite_master" not in plain and "orders.csv" in plain
+    assert with_db[0]["role"] == "system" and "shop.sqlite is a database" in with_db[0]["content"]
+    assert any("sqlite_master" in m["content"] for m in with_db if m["role"] == "assistant")
+    assert "orders.csv" not in " ".join(m["content"] for m in with_db)

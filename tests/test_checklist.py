@@ -408,6 +408,14 @@ async def test_judge_prompt_override(scripted_model):
 def test_parse_judge_reply_forms():
     verdicts, missing = parse_judge_reply('[{"id": "a", "passed": "no", "reason": "r"}]', ["a", "b"])
     assert verdicts["a"].passed is False and missing == ["b"]
+    # Small judges number the questions instead of copying the ids: "2" is the second question as asked.
+    numbered = '{"answers": [{"id": "1", "pass": true, "reason": "x"}, {"id": "2", "pass": false, "reason": "y"}]}'
+    verdicts, missing = parse_judge_reply(numbered, ["a", "b"])
+    assert (verdicts["a"].passed, verdicts["b"].passed, missing) == (True, False, [])
+    verdicts, missing = parse_judge_reply('{"answers": [{"id": "2", "pass": true, "reason": "z"}]}', ["b"], ["a", "b"])
+    assert verdicts["b"].passed and not missing  # a repair asks only for "b", the judge still numbers from 1
+    verdicts, missing = parse_judge_reply('{"answers": [{"id": "7", "pass": true, "reason": "z"}]}', ["a"])
+    assert not verdicts and missing == ["a"]
     with pytest.raises(ValueError):
         parse_judge_reply("no json here", ["a"])
 

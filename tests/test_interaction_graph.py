@@ -307,6 +307,21 @@ async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
         await LLMQuestioner(hopeless, max_repairs=1).propose(request)
 
 
+async def test_easy_task_naming_another_table_is_repaired_and_kept_on_the_last_try() -> None:
+    join = {**TASK, "instruction": "Find the album with the most tracks and its title."}
+    single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track`."}
+    request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
+                              focus_table="Track", other_tables=["Album", "Genre"])
+    model = ScriptedChatModel([json.dumps(join), json.dumps(single)], strict=True)
+    task = await LLMQuestioner(model, max_repairs=2).propose(request)
+    assert task.instruction == single["instruction"]
+    assert "only the table `Track`" in model.calls[1]["messages"][-1]["content"]
+    assert "`Album`" in model.calls[1]["messages"][-1]["content"]
+    stubborn = ScriptedChatModel([json.dumps(join)] * 2, strict=True)
+    kept = await LLMQuestioner(stubborn, max_repairs=1).propose(request)
+    assert kept.instruction == join["instruction"]  # a real task is worth more than none
+
+
 def test_parse_json_object_is_lenient() -> None:
     assert parse_json_object('x {"a": 1} trailing }') == {"a": 1}
     assert parse_json_object('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}

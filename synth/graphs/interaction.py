@@ -93,6 +93,7 @@ class ProposalRequest:
     difficulty: str
     avoid: list[str] = field(default_factory=list)  # instructions the new task must not repeat
     focus_table: str | None = None  # the table the task should centre on (spreads tasks over a source's tables)
+    other_tables: list[str] = field(default_factory=list)  # tables the task must not use (an easy task's neighbours)
 
 
 @runtime_checkable
@@ -161,7 +162,7 @@ class LLMQuestioner:
                 response_format={"type": "json_object"},
             )
             try:
-                return self._validated(completion.text, request, drop_bad_items=attempt == self.max_repairs)
+                return self._validated(completion.text, request, last_try=attempt == self.max_repairs)
             except ValueError as exc:
                 last_error = _one_line(str(exc))
             messages = messages + [
@@ -171,7 +172,7 @@ class LLMQuestioner:
             ]
         raise QuestionerError(f"questioner gave no valid task after {self.max_repairs + 1} tries: {last_error}")
 
-    def _validated(self, text: str, request: ProposalRequest, drop_bad_items: bool = False) -> TaskProposal:
+    def _validated(self, text: str, request: ProposalRequest, last_try: bool = False) -> TaskProposal:
         data = parse_json_object(text)
         try:
             task = TaskProposal.model_validate(data)
@@ -182,8 +183,14 @@ class LLMQuestioner:
         task.files = list(dict.fromkeys(by_lower[f.lower()] for f in task.files if f.lower() in by_lower))
         if not task.files:
             task.files = list(request.file_names)
+        # Small models write a join into an easy task even when they saw one table only; the last try keeps it.
+        named = _tables_named(task.instruction, request.other_tables)
+        if named and not last_try:
+            raise ValueError(f"the task must use only the table `{request.focus_table}`, but the instruction names "
+                             f"{', '.join(f'`{t}`' for t in named)}; ask about columns of `{request.focus_table}` "
+                             "only (id columns such as `...Id` are fine)")
         if self.validate_items is not None and task.checklist:
-            if drop_bad_items:
+            if last_try:
                 # Last try: a sound task is worth more than its malformed optional checks; keep the valid ones.
                 task.checklist = [item for item in task.checklist if self._item_is_valid(item)]
             else:
@@ -196,6 +203,11 @@ class LLMQuestioner:
         except ValueError:
             return False
         return True
+
+
+def _tables_named(text: str, tables: Sequence[str]) -> list[str]:
+    """The tables `text` names as words (any case, optional plural), not as parts of column names like AlbumId."""
+    return [t for t in tables if re.search(rf"(?<![\w.]){re.escape(t)}(?:s|es)?(?!\w)", text, re.IGNORECASE)]
 
 
 def make_questioner(model: ChatModel, roles_dir: Path | None = None, **options: Any) -> Questioner:
@@ -254,6 +266,9 @@ class SourceInfo:
             return None
         tables.sort(key=lambda name: hashlib.sha256(f"{self.sha256}:{name}".encode()).hexdigest())
         return tables[visit % len(tables)]
+
+    def table_names(self, *, but: str | None = None) -> list[str]:
+        return [t.name for t in (self.card.tables if self.card is not None else []) if t.name != but]
 
     def questioner_card(self, focus: str | None, *, alone: bool = False) -> str:
         if focus is None or self.card is None:
@@ -481,8 +496,9 @@ def build_interaction_graph(deps: EpisodeDeps):
         focus = source.focus_table(ep["index"] // max(1, len(deps.sources)))
         # An easy task is about one table: the questioner sees no other, so it cannot ask for a join.
         card = source.questioner_card(focus, alone=ep["difficulty"] == "easy")
+        easy = ep["difficulty"] == "easy"
         request = ProposalRequest(source.name, card, [source.path.name], ep["category"], ep["difficulty"],
-                                  focus_table=focus)
+                                  focus_table=focus, other_tables=source.table_names(but=focus) if easy else [])
         try:
             for _ in range(2):  # one retry when the task only rewords an accepted one
                 request.avoid = avoid
