@@ -307,19 +307,20 @@ async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
         await LLMQuestioner(hopeless, max_repairs=1).propose(request)
 
 
-async def test_easy_task_naming_another_table_is_repaired_and_kept_on_the_last_try() -> None:
-    join = {**TASK, "instruction": "Find the album with the most tracks and its title."}
-    single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track`."}
+async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_names() -> None:
+    join = {**TASK, "instruction": "In music, find the album with the most tracks and its title.",
+            "files": ["music.sqlite"]}
+    single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track` of music.sqlite.",
+              "files": ["music.sqlite"]}
     request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
                               focus_table="Track", other_tables=["Album", "Genre"])
     model = ScriptedChatModel([json.dumps(join), json.dumps(single)], strict=True)
-    task = await LLMQuestioner(model, max_repairs=2).propose(request)
-    assert task.instruction == single["instruction"]
-    assert "only the table `Track`" in model.calls[1]["messages"][-1]["content"]
-    assert "`Album`" in model.calls[1]["messages"][-1]["content"]
-    stubborn = ScriptedChatModel([json.dumps(join)] * 2, strict=True)
-    kept = await LLMQuestioner(stubborn, max_repairs=1).propose(request)
-    assert kept.instruction == join["instruction"]  # a real task is worth more than none
+    questioner = LLMQuestioner(model, max_repairs=2)
+    joined = await questioner.propose(request)
+    assert joined.instruction == ("In music.sqlite, find the album with the most tracks and its title. "
+                                  "Use only the `Track` table.")
+    assert (await questioner.propose(request)).instruction == single["instruction"]  # nothing to add
+    assert len(model.calls) == 2  # no repair round trips: small models repeat themselves when asked
 
 
 def test_parse_json_object_is_lenient() -> None:

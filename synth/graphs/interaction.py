@@ -183,12 +183,11 @@ class LLMQuestioner:
         task.files = list(dict.fromkeys(by_lower[f.lower()] for f in task.files if f.lower() in by_lower))
         if not task.files:
             task.files = list(request.file_names)
-        # Small models write a join into an easy task even when they saw one table only; the last try keeps it.
-        named = _tables_named(task.instruction, request.other_tables)
-        if named and not last_try:
-            raise ValueError(f"the task must use only the table `{request.focus_table}`, but the instruction names "
-                             f"{', '.join(f'`{t}`' for t in named)}; ask about columns of `{request.focus_table}` "
-                             "only (id columns such as `...Id` are fine)")
+        task.instruction = _with_full_file_names(task.instruction, task.files)
+        # Small models write a join into an easy task even when they saw one table only, and repeat it when asked
+        # to fix it: the task gets the constraint spelled out instead.
+        if _tables_named(task.instruction, request.other_tables) and request.focus_table:
+            task.instruction = f"{task.instruction.rstrip()} Use only the `{request.focus_table}` table."
         if self.validate_items is not None and task.checklist:
             if last_try:
                 # Last try: a sound task is worth more than its malformed optional checks; keep the valid ones.
@@ -203,6 +202,16 @@ class LLMQuestioner:
         except ValueError:
             return False
         return True
+
+
+def _with_full_file_names(text: str, files: Sequence[str]) -> str:
+    """`Chinook_Sqlite` -> `Chinook_Sqlite.sqlite`: a file named without its extension sends the agent to a path
+    that does not exist (and sqlite3.connect would silently create it)."""
+    for name in files:
+        stem = Path(name).stem
+        if stem and stem != name:
+            text = re.sub(rf"(?<![\w.]){re.escape(stem)}(?![\w.])", name, text)
+    return text
 
 
 def _tables_named(text: str, tables: Sequence[str]) -> list[str]:
