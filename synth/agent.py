@@ -51,6 +51,14 @@ _ANSWER_AFTER_ERROR = (
     "Your last code failed, so that answer is not supported by any output. First fix the code in a new <Code> "
     "block (check the table and column names), run it, then answer from its output."
 )
+_SILENT_NOTE = (
+    "The code printed nothing. If you need its result, print it (e.g. print(df) or print(\"RESULT:\", value)) in "
+    "the next <Code> block; answer only from printed output."
+)
+_ANSWER_AFTER_SILENCE = (
+    "Your last code printed nothing, so that answer is not supported by any output. Print the result in a new "
+    "<Code> block (e.g. print(df) or print(\"RESULT:\", value)), then answer from what it shows."
+)
 _CONTINUE = "Continue: write the next <Code> block, or give the final <Answer>."
 _EMPTY_REPROMPT = "Your reply was empty. Continue with the next step: a <Code> block or the final <Answer>."
 
@@ -70,10 +78,11 @@ class AgentConfig(BaseModel):
     max_empty_replies: int = Field(2, ge=0, description="Empty replies retried before stopping with empty_reply.")
     max_repeated_code: int = Field(3, ge=2, description="Same code this many times in a row stops the episode.")
     roles_dir: Path | None = Field(None, description="User roles directory overriding the built-in solver role.")
-    refuse_answer_after_error: int = Field(
+    refuse_unsupported_answer: int = Field(
         1, ge=0,
-        description="Times per episode an <Answer> given right after a failed cell is refused and the model asked to "
-        "fix the code first (small models answer from an error message); 0 accepts every answer.",
+        description="Times per episode an <Answer> given right after a failed cell, or after a cell that printed "
+        "nothing, is refused and the model asked to fix or print first (small models answer from an error "
+        "message or invent the result); 0 accepts every answer.",
     )
 
 
@@ -181,20 +190,19 @@ class _Loop:
                     stop_reason = "repeated_code"
                     await self._emit("note", {"round": rounds, "note": "repeated code: stopped"})
                     break
+            unsupported = _unsupported_by(traj.turns[-1].result if traj.turns else None)
             if (
                 turn.code is None
                 and parsed.answer is not None
                 and self.family != "deepanalyze"
-                and refusals < self.cfg.refuse_answer_after_error
-                and traj.turns
-                and traj.turns[-1].result is not None
-                and not traj.turns[-1].result.ok
+                and refusals < self.cfg.refuse_unsupported_answer
+                and unsupported is not None
             ):
-                # Not recorded: the trajectory keeps the failed cell and continues with the fix.
+                # Not recorded: the trajectory keeps the last cell and continues with the fix or the print.
                 refusals += 1
                 self.messages.append({"role": "assistant", "content": turn.text})
-                self._append_user(_ANSWER_AFTER_ERROR)
-                await self._emit("note", {"round": rounds, "note": "answer after a failed cell refused"})
+                self._append_user(_ANSWER_AFTER_ERROR if unsupported == "failed" else _ANSWER_AFTER_SILENCE)
+                await self._emit("note", {"round": rounds, "note": f"answer after a {unsupported} cell refused"})
                 continue
             for note in notes:
                 await self._emit("note", {"round": rounds, "note": note})
@@ -205,7 +213,8 @@ class _Loop:
                 turn.result = await asyncio.to_thread(self.session.run, turn.code, self.cfg.cell_timeout_s)
                 output = turn.result.output()
                 await self._emit("Execute", {"round": rounds, "content": output, "result": turn.result})
-                pending_note = _REPEAT_NOTE if repeats > 1 else (None if turn.result.ok else _ERROR_NOTE)
+                pending_note = _REPEAT_NOTE if repeats > 1 else {"failed": _ERROR_NOTE, "silent": _SILENT_NOTE}.get(
+                    _unsupported_by(turn.result) or "")
             turn.duration_s = time.monotonic() - turn_started
             traj.turns.append(turn)
 
@@ -294,6 +303,15 @@ class _Loop:
         result = self.on_event(kind, payload)
         if inspect.isawaitable(result):
             await result
+
+
+def _unsupported_by(result: Any) -> str | None:
+    """Why an answer right after this cell would rest on no output: "failed", "silent", or None."""
+    if result is None:
+        return None
+    if not result.ok:
+        return "failed"
+    return "silent" if not result.output().strip() else None
 
 
 DATABASE_SUFFIXES = (".sqlite", ".sqlite3", ".db", ".duckdb")

@@ -934,6 +934,67 @@ def sources_unchanged(ctx: RuleContext, *, allow_workspace_changes: bool = False
     return ItemResult(True, f"{len(ctx.sources)} source(s) unchanged ({scope})")
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?%?(?!\w)")
+
+
+def _numbers(text: str) -> list[str]:
+    return [m.group(0) for m in _NUMBER.finditer(text or "")]
+
+
+def _value(token: str) -> tuple[float, int]:
+    """A number token -> (value, decimals written); a percentage is its fraction with two more decimals."""
+    body = token.rstrip("%").replace(",", "")
+    decimals = len(body.split(".", 1)[1]) if "." in body and "e" not in body.lower() else 0
+    value = float(body)
+    if token.endswith("%"):
+        return value / 100, decimals + 2
+    return value, decimals
+
+
+def _grounded(token: str, seen: list[float]) -> bool:
+    value, decimals = _value(token)
+    step = 10.0 ** -decimals
+    for other in seen:
+        if abs(other - value) <= step / 2 + 1e-9 * abs(value):
+            return True  # equal, or the output rounded to the decimals the answer writes
+        if (other >= 0) == (value >= 0) and 0 <= abs(other) - abs(value) < step:
+            return True  # the output truncated to those decimals
+    return False
+
+
+@rule("answer_grounded", fix="Print every number you report and copy it from the output; never compute or invent "
+                             "a number in the answer.")
+def answer_grounded(ctx: RuleContext) -> ItemResult:
+    """Every number in the answer appears in an <Execute> output (up to the rounding the answer shows) or in the
+    task itself: a small model's answer often states numbers no cell ever printed."""
+    answer = ctx.trajectory.answer or ""
+    tokens = _numbers(answer)
+    if not tokens:
+        return ItemResult(True, "the answer states no numbers")
+    printed = " ".join(t.result.output() for t in ctx.trajectory.turns if t.result is not None)
+    seen = [_value(t)[0] for t in _numbers(printed) + _numbers(ctx.trajectory.prompt)]
+    seen += [v * 100 for v in seen] + [v / 100 for v in seen]  # 0.25 printed, "25%" answered (and back)
+    missing = list(dict.fromkeys(t for t in tokens if not _grounded(t, seen)))
+    if missing:
+        return ItemResult(False, f"{len(missing)} of {len(tokens)} number(s) in the answer appear in no output: "
+                                 + ", ".join(missing[:6]))
+    return ItemResult(True, f"all {len(tokens)} number(s) in the answer appear in the outputs")
+
+
+@rule("answer_after_output", fix="Print the result (e.g. print(df)) and answer from what the output shows.")
+def answer_after_output(ctx: RuleContext) -> ItemResult:
+    """The last cell before the answer ran and printed something: the answer rests on output the agent saw."""
+    cells = [t for t in ctx.trajectory.turns if t.result is not None]
+    if not cells:
+        return ItemResult(False, "no code cell ran before the answer")
+    last = cells[-1].result
+    if not last.ok:
+        return ItemResult(False, "the last cell before the answer failed")
+    if not last.output().strip():
+        return ItemResult(False, "the last cell before the answer printed nothing")
+    return ItemResult(True, f"the last cell printed {len(last.output())} characters")
+
+
 @rule("answer_matches", fix="Re-check the computation: the answer does not match the expected result.")
 def answer_matches(
     ctx: RuleContext, *, reference: Any = None, tolerance: float = 1e-6, rel_tolerance: float = 0.0,

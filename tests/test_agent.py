@@ -161,7 +161,7 @@ async def test_code_error_then_recovery(open_session):
 
 async def test_cell_timeout(open_session):
     model = ScriptedChatModel([code_turn("import time\ntime.sleep(30)"), "<Answer>too slow</Answer>"], strict=True)
-    traj = await run_agent(model, open_session(), "q", config=AgentConfig(cell_timeout_s=1, refuse_answer_after_error=0))
+    traj = await run_agent(model, open_session(), "q", config=AgentConfig(cell_timeout_s=1, refuse_unsupported_answer=0))
     result = traj.turns[0].result
     assert result.timed_out and not result.ok and result.duration_s < 15
     assert traj.answer == "too slow"
@@ -175,6 +175,18 @@ async def test_answer_right_after_a_failed_cell_is_refused_once(open_session):
     assert "fix the code" in model.calls[2]["messages"][-1]["content"]
     assert traj.answer == "15.0" and "12.5" not in traj.assistant_text()
     assert [t.result.ok for t in traj.turns if t.result] == [False, True]
+
+
+async def test_answer_after_a_cell_that_printed_nothing_is_refused_once(open_session):
+    silent = "import pandas as pd\ndf = pd.read_csv('orders.csv')\nmean = df[df.city == 'Berlin'].price.mean()"
+    invented = "<Answer>The mean is 177.99.</Answer>"
+    model = ScriptedChatModel([code_turn(silent), invented, code_turn("print(mean)", "Print it."), ANSWER],
+                              strict=True)
+    traj = await run_agent(model, open_session("session"), "Mean price in Berlin?")
+    assert "printed nothing" in model.calls[1]["messages"][-1]["content"]  # the note on the silent cell
+    assert "not supported by any output" in model.calls[2]["messages"][-1]["content"]  # the refusal
+    assert traj.answer == "15.0" and "177.99" not in traj.assistant_text()
+    assert [t.result.output() for t in traj.turns if t.result] == ["", "15.0"]
 
 
 async def test_refusal_is_bounded(open_session):

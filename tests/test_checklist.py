@@ -472,6 +472,34 @@ async def test_rule_crash_fails_the_item_not_the_run():
         cl._RULES.pop(name)
 
 
+def test_answer_grounded_catches_numbers_no_cell_printed():
+    def ctx(answer: str, printed: str) -> RuleContext:
+        turns = [Turn(text="<Code>x</Code>", code="print(x)", result=cl.ExecResult(stdout=printed)),
+                 Turn(text=f"<Answer>{answer}</Answer>")]
+        return RuleContext(trajectory=Trajectory(prompt="# Instruction\nTop 3 albums, 2 decimals.", turns=turns,
+                                                 answer=answer))
+
+    printed = "   AlbumId   Total\n0       23  33.6624\n1       73  30.6900\nshare 0.4521\n"
+    assert check(ctx("Album 23 has the largest total, 33.66 (45.2% of sales), top 3 shown.", printed), "answer_grounded").passed
+    assert check(ctx("It is 33.67 when rounded up? No: 33.66.", printed), "answer_grounded").passed is False  # 33.67 is neither
+    invented = check(ctx('"The Dark Side of the Moon" with a total of 177.99.', ""), "answer_grounded")
+    assert not invented.passed and "177.99" in invented.reason
+    assert check(ctx("The table was saved to totals.csv.", ""), "answer_grounded").passed  # no numbers, nothing to ground
+
+
+def test_answer_after_output_needs_a_printing_last_cell():
+    def ctx(*outputs: "cl.ExecResult") -> RuleContext:
+        turns = [Turn(text="<Code>x</Code>", code="x", result=r) for r in outputs] + [Turn(text="<Answer>a</Answer>")]
+        return RuleContext(trajectory=Trajectory(prompt="# Instruction\nq", turns=turns, answer="a"))
+
+    printed, silent = cl.ExecResult(stdout="42\n"), cl.ExecResult(stdout="")
+    failed = cl.ExecResult(stdout="", error="KeyError: 'x'")
+    assert check(ctx(silent, printed), "answer_after_output").passed
+    assert "printed nothing" in check(ctx(printed, silent), "answer_after_output").reason
+    assert not check(ctx(printed, failed), "answer_after_output").passed
+    assert not check(ctx(), "answer_after_output").passed
+
+
 def test_replay_without_sandbox_is_a_setup_error():
     ctx = _plain_ctx()
     ctx.trajectory.turns.insert(0, Turn(text="<Code>x</Code>", code="print(1)", result=cl.ExecResult(stdout="1\n")))
