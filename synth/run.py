@@ -72,8 +72,19 @@ def prepare_run_dir(config: GenerateConfig) -> tuple[Path, GenerateConfig]:
         if not saved.is_file():
             raise RunError(f"--resume: {saved} not found; nothing to resume there")
         stored = GenerateConfig.load(saved)
+        limit = stored.limit
+        if config.limit is not None and config.limit != stored.limit:
+            # The plan is a prefix-stable function of the config, so a run can grow: the new episodes are appended.
+            if stored.limit is None or config.limit < stored.limit:
+                raise RunError(f"--resume --limit {config.limit}: the run in {run_dir} plans "
+                               f"{stored.limit if stored.limit is not None else 'every'} episode(s); a resumed run "
+                               "can only grow (give a larger --limit, or none)")
+            limit = config.limit
         config = stored.model_copy(update={"resume": True, "out": run_dir, "concurrency": config.concurrency,
-                                           "executor": config.executor, "ray_address": config.ray_address})
+                                           "executor": config.executor, "ray_address": config.ray_address,
+                                           "limit": limit})
+        if limit != stored.limit:
+            config.save(saved)
     else:
         config = config.model_copy(update={"out": run_dir})
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -154,6 +154,33 @@ def test_run_dir_holds_config_stats_and_outputs(workspace) -> None:
     assert stored.seed == 3 and stored.limit == 2 and stored.out == out
 
 
+def test_resume_with_a_larger_limit_grows_the_run(workspace) -> None:
+    ws = workspace
+    out = ws["root"] / "grow"
+    options = {"sources": ws["src"], "out": out, "model": "openai:fake", "limit": 1, "categories": ["data_analysis"],
+               "difficulties": ["easy", "medium"], "checklists": ws["checklists"], "seed": 3}
+    with FakeOpenAIServer(reply=scripted_reply) as server:
+        options["base_url"] = server.base_url
+        assert generate_command(options, out=io.StringIO()) == 0
+        first = _ids(out / "records.jsonl")
+        calls_per_episode = server.count
+        log = io.StringIO()
+        assert generate_command({"out": out, "resume": True, "limit": 2}, out=log) == 0, log.getvalue()
+        calls_after_growth = server.count
+        assert calls_after_growth == 2 * calls_per_episode  # only the new episode ran
+        shrink = io.StringIO()
+        assert generate_command({"out": out, "resume": True, "limit": 1}, out=shrink) == 2
+        assert server.count == calls_after_growth
+    grown = _ids(out / "records.jsonl")
+    assert len(first) == 1 and grown[:1] == first and len(grown) == len(set(grown)) == 2
+    assert "2 accepted, 0 rejected of 2 planned" in log.getvalue()
+    assert "can only grow" in shrink.getvalue()
+    from synth.config import GenerateConfig
+
+    assert GenerateConfig.load(out / "config.yaml").limit == 2
+    assert json.loads((out / "stats.json").read_text())["planned"] == 2
+
+
 def test_clear_errors(workspace, tmp_path: Path) -> None:
     log = io.StringIO()
     assert generate_command({"sources": tmp_path / "missing"}, out=log) == 2
