@@ -309,9 +309,9 @@ async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
 
 async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_names() -> None:
     join = {**TASK, "instruction": "In music, find the album with the most tracks and its title.",
-            "files": ["music.sqlite"]}
+            "files": ["music.sqlite"], "deliverables": []}
     single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track` of music.sqlite.",
-              "files": ["music.sqlite"]}
+              "files": ["music.sqlite"], "deliverables": []}
     request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
                               focus_table="Track", other_tables=["Album", "Genre"])
     model = ScriptedChatModel([json.dumps(join), json.dumps(single)], strict=True)
@@ -321,6 +321,9 @@ async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_
                                   "Use only the `Track` table.")
     assert (await questioner.propose(request)).instruction == single["instruction"]  # nothing to add
     assert len(model.calls) == 2  # no repair round trips: small models repeat themselves when asked
+    silent_file = {**single, "deliverables": ["top.csv"]}
+    named = await LLMQuestioner(ScriptedChatModel([json.dumps(silent_file)]), max_repairs=0).propose(request)
+    assert named.instruction.endswith("Save the result to top.csv.")  # never a check the solver cannot know about
 
 
 def test_parse_json_object_is_lenient() -> None:

@@ -184,6 +184,9 @@ class LLMQuestioner:
         if not task.files:
             task.files = list(request.file_names)
         task.instruction = _with_full_file_names(task.instruction, task.files)
+        unnamed = [name for name in task.deliverables if name not in task.instruction]
+        if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
+            task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."
         # Small models write a join into an easy task even when they saw one table only, and repeat it when asked
         # to fix it: the task gets the constraint spelled out instead.
         if _tables_named(task.instruction, request.other_tables) and request.focus_table:
