@@ -326,6 +326,26 @@ async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_
     assert named.instruction.endswith("Save the result to top.csv.")  # never a check the solver cannot know about
 
 
+def test_referenced_tables_follow_foreign_keys_and_id_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from synth.sources import profile_all
+
+    database = tmp_path / "music.sqlite"
+    with sqlite3.connect(database) as con:
+        con.executescript(
+            "CREATE TABLE Album (AlbumId INTEGER PRIMARY KEY, Title TEXT);"
+            "CREATE TABLE Genre (GenreId INTEGER PRIMARY KEY, Name TEXT);"
+            "CREATE TABLE Label (LabelId INTEGER PRIMARY KEY);"
+            "CREATE TABLE Track (TrackId INTEGER PRIMARY KEY, AlbumId INTEGER REFERENCES Album(AlbumId),"
+            " GenreId INTEGER, Name TEXT);"
+        )
+    card = profile_all(database, use_cache=False)[0]
+    info = SourceInfo(name="music.sqlite", path=database, sha256="0", prompt="", card=card)
+    assert sorted(info.referenced_tables("Track")) == ["Album", "Genre"]  # FK, and a GenreId column
+    assert info.referenced_tables("Album") == [] and info.referenced_tables(None) == []
+
+
 def test_parse_json_object_is_lenient() -> None:
     assert parse_json_object('x {"a": 1} trailing }') == {"a": 1}
     assert parse_json_object('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}

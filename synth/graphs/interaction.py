@@ -93,7 +93,8 @@ class ProposalRequest:
     difficulty: str
     avoid: list[str] = field(default_factory=list)  # instructions the new task must not repeat
     focus_table: str | None = None  # the table the task should centre on (spreads tasks over a source's tables)
-    other_tables: list[str] = field(default_factory=list)  # tables the task must not use (an easy task's neighbours)
+    # Tables an easy task reaches through the focus table's id columns only (named -> "Use only the focus table").
+    other_tables: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -188,7 +189,7 @@ class LLMQuestioner:
         if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
             task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."
         # Small models write a join into an easy task even when they saw one table only, and repeat it when asked
-        # to fix it: the task gets the constraint spelled out instead.
+        # to fix it: when the focus table's id columns can answer it, the task gets the constraint spelled out.
         if _tables_named(task.instruction, request.other_tables) and request.focus_table:
             task.instruction = f"{task.instruction.rstrip()} Use only the `{request.focus_table}` table."
         if self.validate_items is not None and task.checklist:
@@ -279,8 +280,16 @@ class SourceInfo:
         tables.sort(key=lambda name: hashlib.sha256(f"{self.sha256}:{name}".encode()).hexdigest())
         return tables[visit % len(tables)]
 
-    def table_names(self, *, but: str | None = None) -> list[str]:
-        return [t.name for t in (self.card.tables if self.card is not None else []) if t.name != but]
+    def referenced_tables(self, focus: str | None) -> list[str]:
+        """Tables the focus table points at (a foreign key, or a column named like `AlbumId`): a task on the focus
+        table alone can still speak of them through those id columns."""
+        if focus is None or self.card is None:
+            return []
+        table = self.card.table(focus)
+        columns = {c.name.lower() for c in table.columns}
+        named = {fk.ref_table for fk in table.foreign_keys}
+        return [t.name for t in self.card.tables
+                if t.name != focus and (t.name in named or f"{t.name.lower()}id" in columns)]
 
     def questioner_card(self, focus: str | None, *, alone: bool = False) -> str:
         if focus is None or self.card is None:
@@ -510,7 +519,7 @@ def build_interaction_graph(deps: EpisodeDeps):
         card = source.questioner_card(focus, alone=ep["difficulty"] == "easy")
         easy = ep["difficulty"] == "easy"
         request = ProposalRequest(source.name, card, [source.path.name], ep["category"], ep["difficulty"],
-                                  focus_table=focus, other_tables=source.table_names(but=focus) if easy else [])
+                                  focus_table=focus, other_tables=source.referenced_tables(focus) if easy else [])
         try:
             for _ in range(2):  # one retry when the task only rewords an accepted one
                 request.avoid = avoid
