@@ -3,6 +3,8 @@
 1. Per-episode overhead (graph + SQLite checkpoints + sandbox cells + checklist rules + writes) with a
    FakeOpenAIServer answering instantly: wall time per episode in ms.
 2. Throughput with a 200 ms-latency server at concurrency 1 and 8: episodes/s and the speed-up ratio (goal ≥ 6×).
+   Throughput is a steady-state figure: with only two waves of 8 the last, uneven wave dominates, so the default
+   workload is 48 distinct episodes (6 waves).
 
 Run: python benchmarks/generate_overhead.py [--episodes N]
 """
@@ -30,20 +32,33 @@ items:
   - id: supported
     question: Is the answer supported by the printed output?
 """
-CODE = ("<Analyze>Look.</Analyze>\n<Code>\n```python\nimport csv\nrows = list(csv.reader(open('sales.csv')))\n"
-        "print(len(rows))\n```\n</Code>")
+CODE = ("<Analyze>Look.</Analyze>\n<Code>\n```python\nimport csv, glob\n"
+        "rows = list(csv.reader(open(glob.glob('*.csv')[0])))\nprint(len(rows))\n```\n</Code>")
 ANSWER = "<Understand>Counted.</Understand>\n<Answer>There are 5 rows.</Answer>"
 
 
-# Unique words per episode kind keep the planner's near-duplicate check from merging the tasks.
-reply = RoleScript(lambda category, difficulty: "Count the rows of sales.csv ("
-                   + " ".join(f"{category}{i} {difficulty}{i}" for i in range(8)) + ").", CODE, ANSWER)
+# Unique words per source and episode kind keep the planner's near-duplicate check from merging the tasks.
+reply = RoleScript(lambda category, difficulty, file: f"Count the rows of {file} ("
+                   + " ".join(f"{file}{i} {category}{i} {difficulty}{i}" for i in range(8)) + ").", CODE, ANSWER)
+CATEGORIES = ("data_analysis", "data_cleaning", "data_insight", "modeling")
+SOURCES = 4  # sources × 4 categories × 3 difficulties = 48 distinct tasks before the plan repeats one
+
+
+def write_workload(root: Path) -> None:
+    """The sources and checklists of the scripted workload under `root` (also used by ray_scaling.py)."""
+    root.chmod(0o755)  # sandbox cells run as another uid and must reach the sources
+    (root / "src").mkdir()
+    for i in range(1, SOURCES + 1):
+        (root / "src" / f"sales{i}.csv").write_text("region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n")
+    (root / "checklists").mkdir()
+    for category in CATEGORIES:
+        (root / "checklists" / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
 
 
 async def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int) -> float:
     config = GenerateConfig(
         sources=root / "src", out=root / name, model="openai:bench", base_url=base_url, limit=episodes,
-        categories=["data_analysis", "data_cleaning", "data_insight", "modeling"], checklists=root / "checklists",
+        categories=list(CATEGORIES), checklists=root / "checklists",
         concurrency=concurrency, max_rounds=4, seed=1,
     )
     started = time.perf_counter()
@@ -56,16 +71,11 @@ async def _run(root: Path, name: str, base_url: str, episodes: int, concurrency:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=48)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        root.chmod(0o755)
-        (root / "src").mkdir()
-        (root / "src" / "sales.csv").write_text("region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n")
-        (root / "checklists").mkdir()
-        for category in ("data_analysis", "data_cleaning", "data_insight", "modeling"):
-            (root / "checklists" / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
+        write_workload(root)
         with FakeOpenAIServer(reply=reply) as server:
             instant = asyncio.run(_run(root, "instant", server.base_url, args.episodes, 1))
         print(f"per-episode orchestration overhead (instant model, 4 LLM calls, 1 cell, concurrency 1): "

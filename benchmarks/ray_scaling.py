@@ -23,18 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from generate_overhead import CHECKLIST, reply  # noqa: E402  (the same scripted workload)
+from generate_overhead import CATEGORIES, reply, write_workload  # noqa: E402  (the same scripted workload)
 
 from synth.config import GenerateConfig  # noqa: E402
 from synth.llm.testing_server import FakeOpenAIServer  # noqa: E402
 from synth.run import generate  # noqa: E402
 
-CATEGORIES = ["data_analysis", "data_cleaning", "data_insight", "modeling"]
 
 
 def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int, executor) -> float:
     config = GenerateConfig(sources=root / "src", out=root / name, model="openai:bench", base_url=base_url,
-                            limit=episodes, categories=CATEGORIES, checklists=root / "checklists",
+                            limit=episodes, categories=list(CATEGORIES), checklists=root / "checklists",
                             concurrency=concurrency, max_rounds=4, max_revisions=0, seed=1)
     started = time.perf_counter()
     summary = asyncio.run(generate(config, out=io.StringIO(), live=False, executor=executor))
@@ -62,12 +61,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(reply=reply, latency_s=args.latency) as server:
             root = Path(tmp)
-            root.chmod(0o755)
-            (root / "src").mkdir()
-            (root / "src" / "sales.csv").write_text("region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n")
-            (root / "checklists").mkdir()
-            for category in CATEGORIES:
-                (root / "checklists" / f"{category}.yaml").write_text(CHECKLIST.format(category=category))
+            write_workload(root)
             n, c = args.episodes, 2 * args.per_worker
             local_s = _run(root, "local", server.base_url, n, c, LocalExecutor())
             ray2_s = _run(root, "ray2", server.base_url, n, c, RayExecutor(workers=2))

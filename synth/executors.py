@@ -133,6 +133,18 @@ async def _gather_all(coroutines: list[Awaitable[str]]) -> list[str]:
         raise
 
 
+def _enough_threads(loop: asyncio.AbstractEventLoop, concurrency: int) -> None:
+    """Sandbox calls (open, cells, snapshots) block a worker thread each; asyncio's default pool has cores + 4
+    threads, which would quietly cap a 2-core machine at 6 episodes in the sandbox at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = 2 * concurrency + 4
+    current = getattr(loop, "_ds_synth_threads", 0)
+    if current < wanted and wanted > min(32, (os.cpu_count() or 1) + 4):
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=wanted, thread_name_prefix="ds-synth"))
+        loop._ds_synth_threads = wanted  # type: ignore[attr-defined]
+
+
 class LocalExecutor(Executor):
     """asyncio tasks in this process, at most `concurrency` episodes at once (the default)."""
 
@@ -140,6 +152,7 @@ class LocalExecutor(Executor):
 
     async def execute(self, work: Work, *, concurrency: int) -> list[str]:
         semaphore = asyncio.Semaphore(concurrency)
+        _enough_threads(asyncio.get_running_loop(), concurrency)
 
         async def one(job: Job) -> str:
             async with semaphore:

@@ -66,16 +66,27 @@ class Role(BaseModel):
         ]
 
 
+# Compiling a Jinja template costs milliseconds; every episode renders the same few role templates many times.
+@lru_cache(maxsize=512)
+def _template(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=256)
+def _expression(source: str) -> Any:
+    return _ENV.compile_expression(source)
+
+
 def _holds(expression: str, context: dict[str, Any], where: str) -> bool:
     try:
-        return bool(_ENV.compile_expression(expression)(**context))
+        return bool(_expression(expression)(**context))
     except jinja2.TemplateError as exc:
         raise RoleError(f"cannot evaluate {where} {expression!r}: {exc}") from exc
 
 
 def _render(template: str, context: dict[str, Any], where: str) -> str:
     try:
-        return _ENV.from_string(template).render(**context)
+        return _template(template).render(**context)
     except jinja2.TemplateError as exc:
         raise RoleError(f"cannot render {where}: {exc}") from exc
 
@@ -113,10 +124,12 @@ def load_role(name: str, roles_dir: Path | None = None) -> Role:
 ROLE_ENTRY_POINT_GROUP = "ds_synth.roles"
 
 
-def _entry_points() -> list[Any]:
+@lru_cache(maxsize=1)
+def _entry_points() -> tuple[Any, ...]:
+    # Scanning installed distributions takes ~15 ms; plugins do not change while a process runs.
     from importlib.metadata import entry_points
 
-    return list(entry_points(group=ROLE_ENTRY_POINT_GROUP))
+    return tuple(entry_points(group=ROLE_ENTRY_POINT_GROUP))
 
 
 def role_plugins() -> dict[str, Any]:

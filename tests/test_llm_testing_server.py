@@ -53,11 +53,11 @@ def test_base_url_needs_a_running_server():
 
 
 def test_role_script_answers_each_role_from_the_request_alone():
-    script = RoleScript(lambda category, difficulty: f"{category}/{difficulty} task", "CODE", "ANSWER")
+    script = RoleScript(lambda category, difficulty, file: f"{category}/{difficulty} task on {file}", "CODE", "ANSWER")
     task = json.loads(script({"messages": [
         {"role": "system", "content": "You write data-science tasks for a data scientist."},
-        {"role": "user", "content": "Category: data_cleaning. Difficulty: hard. Source: x"}]}))
-    assert task["instruction"] == "data_cleaning/hard task" and task["files"] == ["sales.csv"]
+        {"role": "user", "content": "Category: data_cleaning. Difficulty: hard.\nFile: shop.csv\n# Data"}]}))
+    assert task["instruction"] == "data_cleaning/hard task on shop.csv" and task["files"] == ["shop.csv"]
     verdict = json.loads(script({"messages": [
         {"role": "system", "content": "You review the work of a data scientist."},
         {"role": "user", "content": "Items:\n- id supported: Is it?\n- id clear: Is it clear?"}]}))

@@ -42,7 +42,7 @@ CODE = ("<Analyze>Look at the data.</Analyze>\n<Code>\n```python\nimport pandas 
 ANSWER = "<Understand>Done.</Understand>\n<Answer>north has the largest total, 30.</Answer>"
 
 
-scripted_reply = RoleScript(lambda category, difficulty: TASKS[(category, difficulty)], CODE, ANSWER)
+scripted_reply = RoleScript(lambda category, difficulty, file: TASKS[(category, difficulty)], CODE, ANSWER)
 
 
 @pytest.fixture

@@ -34,17 +34,15 @@ class RecordedRequest:
 class RoleScript:
     """A deterministic questioner / solver / inspector for `synth generate` over a FakeOpenAIServer.
 
-    The role is recognised from the request alone: the questioner writes `task(category, difficulty)` about `files`,
-    the inspector passes every judged item, the solver sends `code` and, once an <Execute> came back, `answer`.
-    Use it as the server's reply: `FakeOpenAIServer(reply=RoleScript(task, code, answer))`.
+    The role is recognised from the request alone: the questioner writes `task(category, difficulty, file)` about
+    the file its prompt names, the inspector passes every judged item, the solver sends `code` and, once an
+    <Execute> came back, `answer`. Use it as the server's reply: `FakeOpenAIServer(reply=RoleScript(...))`.
     """
 
-    def __init__(self, task: Callable[[str, str], str], code: str, answer: str,
-                 files: Iterable[str] = ("sales.csv",)) -> None:
+    def __init__(self, task: Callable[[str, str, str], str], code: str, answer: str) -> None:
         self.task = task
         self.code = code
         self.answer = answer
-        self.files = list(files)
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body["messages"]
@@ -52,7 +50,9 @@ class RoleScript:
         last = messages[-1]["content"]
         if "You write data-science tasks" in system:
             kind = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
-            return json.dumps({"instruction": self.task(kind.group(1), kind.group(2)), "files": self.files,
+            file = re.search(r"^File: (\S+)", last, re.MULTILINE)
+            name = file.group(1) if file else ""
+            return json.dumps({"instruction": self.task(kind.group(1), kind.group(2), name), "files": [name],
                                "deliverables": [], "reference_answer": None, "checklist": []})
         if "You review the work" in system:
             ids = re.findall(r"- id (\S+):", last)
