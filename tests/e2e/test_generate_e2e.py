@@ -1,7 +1,7 @@
 """`synth generate` with the real default embedded model (Qwen2.5-Coder-1.5B; the 0.5B cannot find its way around a
 12-table database) on the real Chinook database.
 
-Episodes are added one at a time (`--resume` with a larger limit) until one is accepted, at most three: the run must
+Episodes are added one at a time (`--resume` with a larger limit) until one is accepted, at most four: the run must
 yield an accepted record whose every <Execute> block equals what re-running its code in a fresh sandbox prints.
 Whatever else the small model does, the pipeline's promises must hold: every planned episode ends in exactly one of
 records.jsonl / rejected.jsonl, stats agree with the files, every verdict explains every item, every <Execute> block
@@ -40,7 +40,7 @@ def test_generate_on_chinook_accepts_a_record_and_keeps_its_promises(shared_data
     database = source_dir / "Chinook_Sqlite.sqlite"
     before = {p.name: p.read_bytes() for p in source_dir.iterdir() if p.is_file()}
     run = tmp_path / "run"
-    for limit in (1, 2, 3):
+    for limit in (1, 2, 3, 4):
         config = GenerateConfig(
             sources=source_dir, out=run, model="embedded?seed=0", limit=limit, resume=limit > 1, concurrency=1,
             categories=["data_analysis"], difficulties=["easy"], mode="session", max_rounds=6, max_revisions=1,
