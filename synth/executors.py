@@ -122,6 +122,23 @@ class Executor(ABC):
         call (Ctrl-C) cancels what is in flight and re-raises."""
 
 
+async def run_to_end(executor: Executor, work: Work, *, concurrency: int, progress: Any,
+                     close: Sequence[Any] = ()) -> tuple[int, bool]:
+    """What `synth generate` and `synth refine` do around the executor: show progress, run every job, then stop
+    the display and close the models the run opened, even on Ctrl-C. Returns (episodes that errored,
+    interrupted)."""
+    progress.start()
+    try:
+        outcomes = await executor.execute(work, concurrency=concurrency)
+        return outcomes.count("error"), False
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 0, True
+    finally:
+        progress.stop()
+        for model in {id(m): m for m in close}.values():
+            await model.aclose()
+
+
 async def _gather_all(coroutines: list[Awaitable[str]]) -> list[str]:
     tasks = [asyncio.ensure_future(c) for c in coroutines]
     try:

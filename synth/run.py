@@ -182,29 +182,18 @@ async def generate(
         duplicates=NearDuplicateIndex(instructions=sink.accepted_instructions), on_event=progress.event,
     )
     started = time.monotonic()
-    interrupted = False
-    errors = 0
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with AsyncSqliteSaver.from_conn_string(str(run_dir / "checkpoints.sqlite")) as saver:
         compiled = build_interaction_graph(deps).compile(checkpointer=saver)
-        from synth.executors import GenerateRecipe, GraphWork, Job
+        from synth.executors import GenerateRecipe, GraphWork, Job, run_to_end
 
         initial_instructions = list(sink.accepted_instructions)
         work = GraphWork([Job(ep.episode_id, ep.to_dict()) for ep in plan], compiled=compiled, sink=sink,
                          progress=progress, invoke=run_episode, share_instructions=True,
                          recipe=lambda: GenerateRecipe(config, sources, run_dir, initial_instructions))
-        progress.start()
-        try:
-            outcomes = await executor.execute(work, concurrency=config.concurrency)
-            errors = outcomes.count("error")
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            interrupted = True
-        finally:
-            progress.stop()
-            if owned_models:
-                for model in {id(m): m for m in models.values()}.values():
-                    await model.aclose()
+        errors, interrupted = await run_to_end(executor, work, concurrency=config.concurrency, progress=progress,
+                                               close=list(models.values()) if owned_models else [])
     shutil.rmtree(run_dir / "work", ignore_errors=True)
     stats = compute_stats(run_dir, planned=len(plan), wall_s=time.monotonic() - started)
     (run_dir / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")

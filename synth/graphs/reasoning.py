@@ -635,28 +635,18 @@ async def refine(config: RefineConfig, *, model: ChatModel | None = None, judge_
                          on_event=progress.event)
     limits = {"max_rows": config.max_table_rows, "max_chars": config.max_table_chars}
     started = time.monotonic()
-    interrupted, errors = False, 0
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with AsyncSqliteSaver.from_conn_string(str(run_dir / "checkpoints.sqlite")) as saver:
         compiled = build_reasoning_graph(deps).compile(checkpointer=saver)
-        from synth.executors import GraphWork, Job, RefineRecipe
+        from synth.executors import GraphWork, Job, RefineRecipe, run_to_end
 
         jobs = [Job(thread_id(item.id), item_state(item, table_limits=limits, keywords=sample_keywords(
             vocabulary, config.keywords_per_trace, seed=config.seed, item_id=item.id))) for item in items]
         work = GraphWork(jobs, compiled=compiled, sink=sink, progress=progress, invoke=run_item,
                          end_nodes=("emit", "drop"), recipe=lambda: RefineRecipe(config, run_dir))
-        progress.start()
-        try:
-            outcomes = await executor.execute(work, concurrency=config.concurrency)
-            errors = outcomes.count("error")
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            interrupted = True
-        finally:
-            progress.stop()
-            if owned:
-                for m in {id(m): m for m in (model, judge_model) if m is not None}.values():
-                    await m.aclose()
+        errors, interrupted = await run_to_end(executor, work, concurrency=config.concurrency, progress=progress,
+                                               close=[m for m in (model, judge_model) if m is not None] if owned else [])
     stats = compute_refine_stats(run_dir, planned=len(items), vocabulary=vocabulary,
                                  wall_s=time.monotonic() - started)
     (run_dir / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
