@@ -320,6 +320,11 @@ async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_
     assert joined.instruction == ("In music.sqlite, find the album with the most tracks and its title. "
                                   "Use only the `Track` table.")
     assert (await questioner.propose(request)).instruction == single["instruction"]  # nothing to add
+    from synth.graphs.interaction import _with_full_file_names
+
+    assert _with_full_file_names("In Chinook_Sqlite, count rows", ["Chinook_Sqlite.sqlite"]) == (
+        "In Chinook_Sqlite.sqlite, count rows")
+    assert _with_full_file_names("Count diabetes patients", ["diabetes.csv"]) == "Count diabetes patients"
     assert len(model.calls) == 2  # no repair round trips: small models repeat themselves when asked
     silent_file = {**single, "deliverables": ["top.csv"]}
     named = await LLMQuestioner(ScriptedChatModel([json.dumps(silent_file)]), max_repairs=0).propose(request)

@@ -210,11 +210,17 @@ class LLMQuestioner:
 
 def _with_full_file_names(text: str, files: Sequence[str]) -> str:
     """`Chinook_Sqlite` -> `Chinook_Sqlite.sqlite`: a file named without its extension sends the agent to a path
-    that does not exist (and sqlite3.connect would silently create it)."""
+    that does not exist (and sqlite3.connect would silently create it). Only when the full name appears nowhere;
+    a stem that is an ordinary word is replaced only where it names the file ("In music," but not "music sales")."""
     for name in files:
         stem = Path(name).stem
-        if stem and stem != name:
-            text = re.sub(rf"(?<![\w.]){re.escape(stem)}(?![\w.])", name, text)
+        if not stem or stem == name or name in text:
+            continue
+        bare = rf"(?<![\w.]){re.escape(stem)}(?![\w.])"
+        if re.fullmatch(r"[a-z]+", stem):
+            text = re.sub(rf"(?i)(\b(?:in|from|of|file|database|open)\s+`?){bare}", rf"\g<1>{name}", text)
+        else:
+            text = re.sub(bare, name, text)
     return text
 
 
