@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from synth.config import GenerateConfig
+from synth.generate import generate
 from synth.llm.testing_server import FakeOpenAIServer, RoleScript
-from synth.run import generate
 
 CHECKLIST = """\
 category: {category}

@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from generate_overhead import CATEGORIES, reply, write_workload  # noqa: E402  (the same scripted workload)
 
 from synth.config import GenerateConfig  # noqa: E402
+from synth.generate import generate  # noqa: E402
 from synth.llm.testing_server import FakeOpenAIServer  # noqa: E402
-from synth.run import generate  # noqa: E402
-
 
 
 def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int, executor) -> float:
@@ -36,7 +35,7 @@ def _run(root: Path, name: str, base_url: str, episodes: int, concurrency: int, 
                             limit=episodes, categories=list(CATEGORIES), checklists=root / "checklists",
                             concurrency=concurrency, max_rounds=4, max_revisions=0, seed=1)
     started = time.perf_counter()
-    summary = asyncio.run(generate(config, out=io.StringIO(), live=False, executor=executor))
+    summary = asyncio.run(generate(config, out=io.StringIO(), live=False, scheduler=executor))
     elapsed = time.perf_counter() - started
     finished = summary.accepted + summary.rejected + summary.duplicates  # the plan repeats some task kinds
     if finished != episodes or summary.errors:
@@ -54,7 +53,7 @@ def main() -> None:
         import ray
     except ImportError:
         raise SystemExit("ray is not installed; run: pip install 'ds-synth[ray]'") from None
-    from synth.executors import LocalExecutor, RayExecutor
+    from synth.scheduler import LocalScheduler, RayScheduler
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              object_store_memory=100 * 1024 * 1024)
@@ -63,9 +62,9 @@ def main() -> None:
             root = Path(tmp)
             write_workload(root)
             n, c = args.episodes, 2 * args.per_worker
-            local_s = _run(root, "local", server.base_url, n, c, LocalExecutor())
-            ray2_s = _run(root, "ray2", server.base_url, n, c, RayExecutor(workers=2))
-            ray1_s = _run(root, "ray1", server.base_url, n, args.per_worker, RayExecutor(workers=1))
+            local_s = _run(root, "local", server.base_url, n, c, LocalScheduler())
+            ray2_s = _run(root, "ray2", server.base_url, n, c, RayScheduler(workers=2))
+            ray1_s = _run(root, "ray1", server.base_url, n, args.per_worker, RayScheduler(workers=1))
     finally:
         ray.shutdown()
     print(f"workload: {n} episodes x 4 LLM calls + sandbox cells, server latency {args.latency}s, 2 CPUs")

@@ -34,6 +34,7 @@ from serve.config import ServeConfig
 from serve.files import FileNotFound, FileObject, FileStore, FileTooLarge, safe_filename
 from serve.threads import Thread, ThreadBusy, ThreadNotFound, ThreadStore
 from synth import protocol
+from synth.errors import SynthError
 from synth.llm.base import ChatModel, Message
 from synth.sandbox.base import Limits, Sandbox
 from synth.trajectory import Trajectory
@@ -45,7 +46,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # --- errors -------------------------------------------------------------------------------------------------------
 
 
-class APIError(Exception):
+class APIError(SynthError):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "code"}}."""
 
     def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error"):

@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from synth.errors import SynthError
 
-class FileTooLarge(Exception):
+
+class FileTooLarge(SynthError):
     """The upload went past the size limit."""
 
 
-class FileNotFound(KeyError):
+class FileNotFound(SynthError, KeyError):
     """No file has this id."""
 
     def __str__(self) -> str:

@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from synth.errors import SynthError
 from synth.llm.base import Message
 from synth.sandbox.base import ExecutionMode, Limits, Sandbox, SandboxSession
 
 
-class ThreadNotFound(KeyError):
+class ThreadNotFound(SynthError, KeyError):
     def __str__(self) -> str:
         return f"thread {self.args[0]!r} not found (it expired, was deleted, or never existed)"
 
 
-class ThreadBusy(Exception):
+class ThreadBusy(SynthError):
     """A request is already running on this thread."""
 
 

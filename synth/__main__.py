@@ -1,3 +1,4 @@
-from synth.cli import app
+from synth.cli import main
 
-app()
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from synth.errors import SynthError
 from synth.jsonl import iter_json_objects
 
 FORMATS: tuple[str, ...] = ("auto", "wikitq", "tablebench", "jsonl", "json", "csv", "tsv", "parquet", "hf")
@@ -32,7 +33,7 @@ _TABLE_FIELDS = ("table", "table_text", "table_path", "context")
 _ID_FIELDS = ("id", "qid", "question_id", "uid")
 
 
-class InstructDataError(ValueError):
+class InstructDataError(SynthError, ValueError):
     """The input cannot be read as instruction items; the message says what and where (file, line)."""
 
 

@@ -1,12 +1,15 @@
-"""Pluggable answer matchers: does a model's answer agree with a reference answer?
+"""Does a model's answer agree with a reference? The one place that reads numbers and compares answers.
 
-    exact     normalised strings equal (synth.checklist.normalize_answer)
+`number_tokens(text)` is the one number tokenizer (thousands separators, decimals, exponents, percentages) used by
+the checklist rules (answer_grounded, answer_matches), refine's verification and the GRPO rewards.
+
+    exact     normalised strings equal (`normalize_answer`)
     numeric   every reference number appears among the answer's numbers, within a relative tolerance
     wikitq    WikiTableQuestions denotation accuracy: the official evaluator's normalisation (diacritics, quotes,
               dashes, citations, trailing parentheses and '.'), values typed as number / date / string, list
               answers compared as sets of the same size. Extended with thousands separators ("1,000") and
               written-out dates ("January 5, 2010") that the official script leaves to CoreNLP tagging.
-    contains  synth.checklist.answers_match: the reference occurs in a prose answer (lenient)
+    contains  `answers_match`: the reference occurs in a prose answer (lenient)
     judge     an LLM decides (roles/judge.yaml) — the last resort, for answers no rule can read
 
 `match_answer(answer, reference, chain)` tries matchers in order and returns the first that accepts. The answer
@@ -23,13 +26,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from synth.checklist import answers_match, extract_numbers, normalize_answer
+from synth.errors import SynthError
 
 RuleMatcher = Callable[[str, Any], bool]
 DEFAULT_CHAIN: tuple[str, ...] = ("exact", "wikitq", "numeric", "contains")
 
 
-class MatcherError(ValueError):
+class MatcherError(SynthError, ValueError):
     """Unknown matcher name or a bad matcher chain."""
 
 
@@ -43,7 +46,165 @@ class MatchResult:
         return {"matched": self.matched, "method": self.method, "detail": self.detail}
 
 
+# --- numbers -----------------------------------------------------------------------------------------------------
+
+# A number not glued to a word on either side ("Q3", "3rd", "x2" are not numbers), with optional sign, thousands
+# separators, decimals, exponent and percent sign.
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?%?(?![A-Za-z_\d])"
+)
+
+
+@dataclass(frozen=True)
+class NumberToken:
+    text: str  # as written, e.g. "1,234.50" or "45%"
+    value: float  # 1234.5; a percentage is its fraction (45% -> 0.45)
+    decimals: int  # digits written after the point (a percentage counts two more: 45.1% -> 3)
+    percent: bool
+    written: float  # the number as written, without the percent scaling (45% -> 45.0)
+
+
+def number_tokens(text: Any) -> list[NumberToken]:
+    """Every number written in `text`, in order."""
+    tokens = []
+    for m in _NUMBER_RE.finditer(str(text or "").replace("\u2212", "-")):
+        raw = m.group(0)
+        body = raw.rstrip("%").replace(",", "")
+        try:
+            written = float(body)
+        except ValueError:
+            continue
+        decimals = len(body.split(".", 1)[1].split("e")[0].split("E")[0]) if "." in body else 0
+        percent = raw.endswith("%")
+        tokens.append(NumberToken(raw, written / 100 if percent else written, decimals + (2 if percent else 0),
+                                  percent, written))
+    return tokens
+
+
+def extract_numbers(text: str) -> list[float]:
+    """Numbers written in `text` as written (a percentage also counts as its fraction: 45% -> 45 and 0.45)."""
+    values: list[float] = []
+    for token in number_tokens(text):
+        values.append(token.written)
+        if token.percent:
+            values.append(token.value)
+    return values
+
+
+def as_number(value: Any) -> float | None:
+    """`value` as one number ("1,234", "45%" -> 0.45, 3), or None when it is not exactly one number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    tokens = number_tokens(text)
+    if len(tokens) != 1 or tokens[0].text != text:
+        return None
+    return tokens[0].value
+
+
 # --- exact / numeric / contains -----------------------------------------------------------------------------------
+
+_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: Any) -> str:
+    """Lower-case, strip accents, punctuation (except inside numbers), articles and extra whitespace."""
+    s = unicodedata.normalize("NFKD", str(text))
+    s = "".join(c for c in s if not unicodedata.combining(c)).lower().replace("\u2212", "-")
+    s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # 1,234 -> 1234
+    s = re.sub(r"[^\w\s.%-]|(?<!\d)\.|\.(?!\d)", " ", s)
+    s = _ARTICLES_RE.sub(" ", s)
+    return " ".join(s.split())
+
+
+def _number_in_text(reference: float, text: str, tolerance: float, rel_tolerance: float) -> bool:
+    for token in number_tokens(text):
+        for value in ((token.written, token.value) if token.percent else (token.value,)):
+            if math.isclose(value, reference, rel_tol=rel_tolerance, abs_tol=tolerance):
+                return True
+        # A value shown with >= 2 decimals counts when it is the reference rounded to that precision.
+        if token.decimals >= 2 and not token.percent and round(reference, token.decimals) == token.value:
+            return True
+    return False
+
+
+def answers_match(
+    answer: Any,
+    reference: Any,
+    *,
+    tolerance: float = 1e-6,
+    rel_tolerance: float = 0.0,
+    contains: bool = True,
+) -> bool:
+    """Does `answer` agree with `reference`?
+
+    - numbers: equal within `tolerance` (absolute) or `rel_tolerance` (relative); a value written with two or
+      more decimals also matches the reference rounded to that many places;
+    - strings: equal after `normalize_answer`;
+    - lists/sets (a Python list, a JSON list, or `a|b|c`): every reference element matches some answer element
+      and, when the answer is itself a list, the same number of elements (order ignored).
+    With `contains=True` (agent answers are prose) a reference element also matches when it occurs in the
+    answer: the number among the answer's numbers, the normalised string as a whole-word substring.
+    """
+    if answer is None or reference is None:
+        return False
+    options = {"tolerance": tolerance, "rel_tolerance": rel_tolerance}
+    ref_pairs = named_values(reference)
+    if ref_pairs:  # `@name[value]` answers (InfiAgent style): every named value must be there and agree
+        ans_pairs = named_values(answer)
+        if ans_pairs:
+            return all(name in ans_pairs and answers_match(ans_pairs[name], value, contains=False, **options)
+                       for name, value in ref_pairs.items())
+        return contains and all(answers_match(answer, value, contains=True, **options) for value in ref_pairs.values())
+    if contains and _only_numbers(reference):  # "1.25, 3" printed by a program: every number must be stated
+        return all(_number_in_text(t.value, str(answer), tolerance, rel_tolerance) for t in number_tokens(reference))
+    ref_list = list_values(reference)
+    if ref_list is not None:
+        ans_list = list_values(answer)
+        if ans_list is not None:
+            if len(ans_list) != len(ref_list):
+                return False
+            unused = list(ans_list)
+            for ref in ref_list:
+                hit = next((a for a in unused if answers_match(a, ref, tolerance=tolerance,
+                                                               rel_tolerance=rel_tolerance, contains=False)), None)
+                if hit is None:
+                    return False
+                unused.remove(hit)
+            return True
+        return all(answers_match(answer, ref, tolerance=tolerance, rel_tolerance=rel_tolerance, contains=contains)
+                   for ref in ref_list)
+    ref_number = as_number(reference)
+    if ref_number is not None:
+        ans_number = as_number(answer)
+        if ans_number is not None:
+            return math.isclose(ans_number, ref_number, rel_tol=rel_tolerance, abs_tol=tolerance) or \
+                _number_in_text(ref_number, str(answer), tolerance, rel_tolerance)
+        return contains and _number_in_text(ref_number, str(answer), tolerance, rel_tolerance)
+    norm_answer, norm_ref = normalize_answer(answer), normalize_answer(reference)
+    if not norm_ref:
+        return False
+    if norm_answer == norm_ref:
+        return True
+    return contains and re.search(rf"(?<!\w){re.escape(norm_ref)}(?!\w)", norm_answer) is not None
+
+
+_NAMED_RE = re.compile(r"@(\w+)\[(.*?)\]")
+
+
+def named_values(text: Any) -> dict[str, str]:
+    """`@name[value]` pairs in `text` (a later one of a name wins, as InfiAgent's scorer does)."""
+    return dict(_NAMED_RE.findall(str(text))) if isinstance(text, str) else {}
+
+
+def _only_numbers(reference: Any) -> bool:
+    if not isinstance(reference, str):
+        return False
+    tokens = number_tokens(reference)
+    rest = _NUMBER_RE.sub(" ", reference.replace("\u2212", "-"))
+    return len(tokens) >= 2 and not rest.strip(" ,;|()[]\n\t")
 
 
 def exact_match(answer: str, reference: Any) -> bool:
@@ -58,7 +219,7 @@ def exact_match(answer: str, reference: Any) -> bool:
 def numeric_match(answer: str, reference: Any, *, rel_tolerance: float = 1e-4, abs_tolerance: float = 1e-6) -> bool:
     """Every reference value is a number and each appears among the answer's numbers (within tolerance)."""
     refs = reference_values(reference)
-    ref_numbers = [_parse_number(r) for r in refs]
+    ref_numbers = [_wikitq_number(r) for r in refs]
     if not ref_numbers or any(n is None for n in ref_numbers):
         return False
     found = extract_numbers(answer)
@@ -98,7 +259,7 @@ _MONTHS.update({name[:3]: i for name, i in list(_MONTHS.items())})
 _MONTHS["sept"] = 9
 
 
-def _parse_number(text: Any) -> float | None:
+def _wikitq_number(text: Any) -> float | None:
     if isinstance(text, bool):
         return None
     if isinstance(text, (int, float)):
@@ -144,7 +305,7 @@ def _parse_date(text: str) -> tuple[int, int, int] | None:
 
 
 def _typed(text: str) -> tuple[str, Any]:
-    number = _parse_number(text)
+    number = _wikitq_number(text)
     if number is not None:
         return "number", number
     date = _parse_date(text)
@@ -187,20 +348,29 @@ def wikitq_match(answer: str, reference: Any) -> bool:
 # --- answers as values -------------------------------------------------------------------------------------------
 
 
-def reference_values(reference: Any) -> list[str]:
-    """A reference as its list of values: a list, a JSON list, or WikiTQ's `a|b|c`."""
-    if isinstance(reference, (list, tuple, set)):
-        return [str(v) for v in reference]
-    text = str(reference).strip()
+def list_values(value: Any) -> list[Any] | None:
+    """The elements of a list-valued answer (a Python list, a JSON list, or WikiTQ's `a|b|c`); None otherwise."""
+    if isinstance(value, (list, tuple, set)):
+        return list(value)
+    text = str(value).strip()
     if text.startswith("[") and text.endswith("]"):
         try:
             parsed = json.loads(text)
             if isinstance(parsed, list):
-                return [str(v) for v in parsed]
+                return parsed
         except json.JSONDecodeError:
             pass
     if "|" in text:
         return [p.strip() for p in text.split("|") if p.strip()]
+    return None
+
+
+def reference_values(reference: Any) -> list[str]:
+    """A reference as its list of values: a list, a JSON list, or WikiTQ's `a|b|c`; a scalar is one value."""
+    values = list_values(reference)
+    if values is not None:
+        return [str(v) for v in values]
+    text = str(reference).strip()
     return [text] if text else []
 
 
@@ -320,7 +490,8 @@ def _read_judgement(text: str) -> tuple[bool, str]:
 
 
 __all__ = [
-    "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "exact_match", "numeric_match",
-    "contains_match", "wikitq_match", "wikitq_normalize", "reference_values", "answer_candidates", "parse_chain",
-    "match_rules", "match_answer", "judge_match",
+    "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "NumberToken", "number_tokens",
+    "extract_numbers", "as_number", "normalize_answer", "answers_match", "exact_match", "numeric_match",
+    "contains_match", "named_values", "wikitq_match", "wikitq_normalize", "list_values", "reference_values", "answer_candidates",
+    "parse_chain", "match_rules", "match_answer", "judge_match",
 ]

@@ -18,8 +18,9 @@ class RunLog:
 class RunProgress:
     """done/accepted/rejected, tokens, cost, ETA: a rich live line on a TTY, plain log lines otherwise."""
 
-    def __init__(self, total: int, out: TextIO, *, live: bool | None) -> None:
+    def __init__(self, total: int, out: TextIO, *, live: bool | None, unit: str = "episode") -> None:
         self.total = total
+        self.unit = unit
         self.out = out
         self.live_enabled = out.isatty() if live is None else live
         self.counts: Counter = Counter()
@@ -37,7 +38,7 @@ class RunProgress:
             self._live = Live(self._render(), console=Console(file=self.out), refresh_per_second=4, transient=False)
             self._live.start()
         else:
-            self._print(f"generating {self.total} episode(s)")
+            self._print(f"running {self.total} {self.unit}(s)")
 
     def stop(self) -> None:
         if self._live is not None:
@@ -54,7 +55,7 @@ class RunProgress:
     def error(self, episode_id: str, exc: BaseException) -> None:
         self.counts["error"] += 1
         message = " ".join(str(exc).split())[:300]
-        self._print(f"episode {episode_id} failed ({type(exc).__name__}: {message}); --resume retries it")
+        self._print(f"{self.unit} {episode_id} failed ({type(exc).__name__}: {message}); --resume retries it")
         self._refresh()
 
     def event(self, kind: str, payload: dict[str, Any]) -> None:
@@ -65,7 +66,7 @@ class RunProgress:
         self.tokens += int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
         self.cost += float(usage.get("cost_usd", 0.0))
         if self._live is None:
-            self._print(f"episode {payload.get('episode')}: {payload.get('outcome')} — {self._status()}")
+            self._print(f"{self.unit} {payload.get('episode')}: {payload.get('outcome')} — {self._status()}")
         self._refresh()
 
     def _done(self) -> int:

@@ -260,6 +260,44 @@ def _file_entry(spec: FileSpec, root: Path | None) -> tuple[str, str]:
     return name, format_size(path.stat().st_size)
 
 
+@dataclass(frozen=True)
+class UserPrompt:
+    """A `# Instruction / # Data` prompt read back: the task text and the files it names (name, size as shown)."""
+
+    instruction: str
+    files: list[tuple[str, str]] = field(default_factory=list)
+
+
+_FILE_ENTRY_RE = re.compile(r"File \d+:\n(\{.*?\})\n", re.DOTALL)
+
+
+def parse_user_prompt(prompt: str) -> UserPrompt:
+    """The inverse of `build_user_prompt`. A prompt without the `# Instruction` heading is all instruction;
+    file entries that are not the upstream JSON are skipped."""
+    text = prompt or ""
+    body = text.split("# Instruction\n", 1)[1] if text.startswith("# Instruction\n") else \
+        text.split("# Instruction", 1)[-1]
+    instruction, found, data = body.rpartition("\n\n# Data\n")
+    if not found:
+        instruction, found, data = body.rpartition("\n# Data")
+    if not found:
+        instruction, data = body, ""
+    files: list[tuple[str, str]] = []
+    for m in _FILE_ENTRY_RE.finditer(data + "\n"):
+        try:
+            entry = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            files.append((entry["name"], str(entry.get("size", ""))))
+    return UserPrompt(instruction.strip(), files)
+
+
+def instruction_of(prompt: str) -> str:
+    """The task text of a `# Instruction / # Data` prompt."""
+    return parse_user_prompt(prompt).instruction
+
+
 def execute_spans(assistant_text: str) -> list[tuple[int, int]]:
     """Character spans `[start, end)` from `<Execute>` through `</Execute>` (loss-masked in SFT).
     An unclosed <Execute> is masked to the end of its segment."""
@@ -289,6 +327,7 @@ def wrap(kind: str, content: str) -> str:
 
 __all__: Sequence[str] = [
     "TAGS", "SPECIAL_TOKENS", "Action", "Text", "Parsed", "ProtocolIssue", "parse", "render", "validate",
-    "is_well_formed", "extract_code", "format_size", "build_user_prompt", "execute_spans", "split_for_masking",
+    "is_well_formed", "extract_code", "format_size", "build_user_prompt", "UserPrompt", "parse_user_prompt",
+    "instruction_of", "execute_spans", "split_for_masking",
     "wrap",
 ]

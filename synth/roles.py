@@ -14,12 +14,14 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from synth.errors import SynthError
+
 BUILTIN_ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-class RoleError(ValueError):
-    pass
+class RoleError(SynthError, ValueError):
+    """A role file or role plugin is invalid, or a role template cannot be rendered."""
 
 
 class FewShotMessage(BaseModel):

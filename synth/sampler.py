@@ -8,18 +8,13 @@ source cycles through every category before repeating one, with difficulties rot
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-
-@dataclass(frozen=True)
-class SourceRef:
-    """The identity of a source the plan needs: a name and its content hash."""
-
-    name: str
-    sha256: str
+from synth.sources.ref import SourceRef
 
 
 @dataclass(frozen=True)
@@ -31,9 +26,25 @@ class Episode:
     category: str
     difficulty: str
     cycle: int  # how many times this (source, category, difficulty) came round before
+    task: dict | None = None  # a user's task (synth.tasks.UserTask), which skips the questioner
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["task"] is None:
+            del data["task"]  # plans without user tasks stay as they were (checkpoints, resumes)
+        return data
+
+
+def plan_user_tasks(tasks: Sequence[Any], cards: dict[str, Any]) -> list[Episode]:
+    """One episode per user task, in file order; the id is a function of the task alone (resume-stable)."""
+    episodes = []
+    for index, task in enumerate(tasks):
+        key = json.dumps({"id": task.id, "instruction": task.instruction, "files": task.files}, sort_keys=True)
+        first = cards[task.files[0]]
+        episodes.append(Episode(episode_id="task-" + hashlib.sha256(key.encode()).hexdigest()[:16], index=index,
+                                source=first.name, source_sha256=first.sha256, category=task.category,
+                                difficulty=task.difficulty, cycle=0, task=task.model_dump(mode="json")))
+    return episodes
 
 
 def plan_episodes(

@@ -82,18 +82,16 @@ class Trajectory:
     def from_dict(cls, data: dict[str, Any]) -> "Trajectory":
         turns = []
         for t in data.get("turns", []):
-            u = t.get("usage") or {}
             turns.append(
                 Turn(
                     text=t["text"],
                     code=t.get("code"),
                     result=ExecResult(**t["result"]) if t.get("result") else None,
-                    usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("cost_usd", 0.0)),
+                    usage=_usage(t.get("usage")),
                     duration_s=t.get("duration_s", 0.0),
                     notes=list(t.get("notes", [])),
                 )
             )
-        u = data.get("usage") or {}
         return cls(
             prompt=data["prompt"],
             turns=turns,
@@ -101,7 +99,12 @@ class Trajectory:
             stop_reason=data.get("stop_reason", "answer"),
             mode=data.get("mode", "script"),
             model=data.get("model", ""),
-            usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("cost_usd", 0.0)),
+            usage=_usage(data.get("usage")),
             duration_s=data.get("duration_s", 0.0),
             error=data.get("error"),
         )
+
+
+def _usage(data: dict[str, Any] | None) -> Usage:
+    u = data or {}
+    return Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("cost_usd", 0.0))

@@ -17,16 +17,18 @@ from synth.checklist import (
     JudgedItem,
     RuleContext,
     RuleSetupError,
-    answers_match,
     evaluate,
     list_categories,
     load_checklist,
     parse_judge_reply,
-    source_files,
+    registry,
     validate_items,
     validate_task_items,
 )
+from synth.matchers import answers_match
 from synth.sandbox import get_sandbox
+from synth.sandbox.base import ExecResult
+from synth.sources.ref import source_refs
 from synth.trajectory import Trajectory, Turn
 
 CATEGORIES = ["data_preparation", "data_cleaning", "data_analysis", "data_insight", "modeling",
@@ -57,7 +59,7 @@ class Episode:
 
     def __init__(self, tmp_path: Path, sources: list[Path], mode: str = "script"):
         self.sandbox = get_sandbox("local")
-        self.sources = source_files(sources)  # hashed before anything runs
+        self.sources = source_refs(sources)  # hashed before anything runs
         # The sandbox owns the workspace (removed on close); rules run before the fixture closes the session.
         self.session = self.sandbox.open(sources, mode=mode)
         self.workspace = self.session.workspace
@@ -218,7 +220,7 @@ def test_rules_over_a_real_third_party_database(tmp_path, shared_data):
             assert result.passed, (name, result.reason)
         nulls = check(ctx, "table_has_no_nulls", file="Chinook_Sqlite.sqlite", table="Customer", column="Company")
         assert not nulls.passed and "missing value" in nulls.reason
-        assert source_files([chinook])[0].sha256 == ep.sources[0].sha256
+        assert source_refs([chinook])[0].sha256 == ep.sources[0].sha256
     finally:
         ep.close()
 
@@ -359,12 +361,14 @@ def _plain_ctx() -> RuleContext:
 
 
 async def test_judge_good_json_uses_inspector_role(scripted_model):
-    reply = json.dumps({"answers": [{"id": "states_amount", "pass": True, "reason": "says 2 rows"},
-                                    {"id": "verified", "pass": False, "reason": "no re-count"}]})
+    reply = json.dumps({"answers": [
+        {"id": "states_amount", "quote": "Dropped 2 rows.", "pass": True, "reason": "names a count of 2 dropped rows"},
+        {"id": "verified", "quote": "Dropped 2 rows.", "pass": False, "reason": "no re-count printed anywhere"}]})
     model = scripted_model([reply], strict=True)
     verdict = await evaluate(JUDGED, _plain_ctx(), model)
     assert [(v.id, v.passed) for v in verdict.items] == [("states_amount", True), ("verified", False)]
-    assert verdict.item("verified").reason == "no re-count"
+    assert verdict.item("verified").reason == "no re-count printed anywhere"
+    assert verdict.item("states_amount").evidence == "Dropped 2 rows."
     assert verdict.decision == "revise" and verdict.score == 0.5
     assert "Was the result verified?" in verdict.feedback and "no re-count" in verdict.feedback
     sent = model.calls[0]["messages"]
@@ -374,7 +378,9 @@ async def test_judge_good_json_uses_inspector_role(scripted_model):
 
 
 async def test_judge_fenced_json_and_mapping_form(scripted_model):
-    reply = 'Here you go:\n```json\n{"states_amount": {"passed": true, "reason": "yes"}, "verified": "pass"}\n```'
+    reply = ('Here you go:\n```json\n{"states_amount": {"passed": true, "quote": "Dropped 2 rows", '
+             '"reason": "two rows dropped is stated"}, "verified": {"pass": "pass", "quote": "dropped 2 ROWS.", '
+             '"reason": "the final count stands in the answer text"}}\n```')
     verdict = await evaluate(JUDGED, _plain_ctx(), scripted_model([reply], strict=True))
     assert verdict.decision == "accept" and verdict.score == 1.0 and verdict.feedback == ""
 
@@ -387,21 +393,38 @@ async def test_judge_garbage_fails_items_after_bounded_repair(scripted_model):
     assert all(not v.passed and "not valid JSON" in v.reason for v in verdict.items)
 
 
-async def test_judge_missing_item_is_repaired_then_failed(scripted_model):
-    partial = json.dumps({"answers": [{"id": "states_amount", "pass": True, "reason": "ok"}]})
+async def test_judge_missing_item_is_repaired_then_not_judged(scripted_model):
+    good = {"id": "states_amount", "quote": "Dropped 2 rows.", "pass": True, "reason": "a count of two is given"}
+    partial = json.dumps({"answers": [good]})
     model = scripted_model([partial, partial], strict=True)
     verdict = await evaluate(JUDGED, _plain_ctx(), model)
     assert "verified" in model.calls[1]["messages"][-1]["content"]
     assert verdict.item("states_amount").passed
-    assert verdict.item("verified").reason == "judge gave no verdict"
-    fixed = scripted_model(["nonsense", json.dumps({"states_amount": True, "verified": False})], strict=True)
+    assert verdict.item("verified").not_judged and verdict.item("verified").reason == "judge gave no verdict"
+    fixed = scripted_model(["nonsense", json.dumps({"answers": [
+        good, {"id": "verified", "quote": "Dropped 2 rows.", "pass": False, "reason": "no recount code ran"}]})],
+        strict=True)
     verdict = await evaluate(JUDGED, _plain_ctx(), fixed)
     assert verdict.item("states_amount").passed and not verdict.item("verified").passed
+    assert not verdict.item("verified").not_judged
+
+
+async def test_judge_verdict_without_a_real_quote_is_not_judged(scripted_model):
+    invented = json.dumps({"answers": [
+        {"id": "states_amount", "quote": "Removed 7 duplicates", "pass": True, "reason": "seven rows were removed"},
+        {"id": "verified", "quote": "Dropped 2 rows.", "pass": True, "reason": "Was the result verified"}]})
+    model = scripted_model([invented, invented], strict=True)
+    verdict = await evaluate(JUDGED, _plain_ctx(), model)
+    assert "not in the trajectory" in model.calls[1]["messages"][-1]["content"]
+    assert verdict.item("states_amount").not_judged and "not in the trajectory" in verdict.item("states_amount").reason
+    assert verdict.item("verified").not_judged and "restates" in verdict.item("verified").reason
+    assert not verdict.item("states_amount").passed  # no verdict never counts as a pass
 
 
 async def test_judge_prompt_override(scripted_model):
     model = scripted_model([json.dumps({"states_amount": True, "verified": True})], strict=True)
-    await evaluate(JUDGED, _plain_ctx(), model, judge_prompt="ANSWER: {{ answer }} Q: {{ questions|length }}")
+    await evaluate(JUDGED, _plain_ctx(), model, judge_prompt="ANSWER: {{ answer }} Q: {{ questions|length }}",
+                   max_repairs=0)
     assert model.calls[0]["messages"][-1]["content"] == "ANSWER: Dropped 2 rows. Q: 2"
 
 
@@ -469,12 +492,12 @@ async def test_rule_crash_fails_the_item_not_the_run():
         verdict = await evaluate([{"rule": name}], _plain_ctx())
         assert not verdict.items[0].passed and "KeyError" in verdict.items[0].reason
     finally:
-        cl._RULES.pop(name)
+        registry._RULES.pop(name)
 
 
 def test_answer_grounded_catches_numbers_no_cell_printed():
     def ctx(answer: str, printed: str) -> RuleContext:
-        turns = [Turn(text="<Code>x</Code>", code="print(x)", result=cl.ExecResult(stdout=printed)),
+        turns = [Turn(text="<Code>x</Code>", code="print(x)", result=ExecResult(stdout=printed)),
                  Turn(text=f"<Answer>{answer}</Answer>")]
         return RuleContext(trajectory=Trajectory(prompt="# Instruction\nTop 3 albums, 2 decimals.", turns=turns,
                                                  answer=answer))
@@ -488,12 +511,12 @@ def test_answer_grounded_catches_numbers_no_cell_printed():
 
 
 def test_answer_after_output_needs_a_printing_last_cell():
-    def ctx(*outputs: "cl.ExecResult") -> RuleContext:
+    def ctx(*outputs: "ExecResult") -> RuleContext:
         turns = [Turn(text="<Code>x</Code>", code="x", result=r) for r in outputs] + [Turn(text="<Answer>a</Answer>")]
         return RuleContext(trajectory=Trajectory(prompt="# Instruction\nq", turns=turns, answer="a"))
 
-    printed, silent = cl.ExecResult(stdout="42\n"), cl.ExecResult(stdout="")
-    failed = cl.ExecResult(stdout="", error="KeyError: 'x'")
+    printed, silent = ExecResult(stdout="42\n"), ExecResult(stdout="")
+    failed = ExecResult(stdout="", error="KeyError: 'x'")
     assert check(ctx(silent, printed), "answer_after_output").passed
     assert "printed nothing" in check(ctx(printed, silent), "answer_after_output").reason
     assert not check(ctx(printed, failed), "answer_after_output").passed
@@ -502,7 +525,7 @@ def test_answer_after_output_needs_a_printing_last_cell():
 
 def test_replay_without_sandbox_is_a_setup_error():
     ctx = _plain_ctx()
-    ctx.trajectory.turns.insert(0, Turn(text="<Code>x</Code>", code="print(1)", result=cl.ExecResult(stdout="1\n")))
+    ctx.trajectory.turns.insert(0, Turn(text="<Code>x</Code>", code="print(1)", result=ExecResult(stdout="1\n")))
     with pytest.raises(RuleSetupError):
         check(ctx, "replay_reproduces")
 
@@ -616,8 +639,8 @@ def test_rule_plugin_entry_point_and_params_from_signature(monkeypatch):
             exec(code, types.ModuleType(self.value).__dict__)
 
     monkeypatch.setattr(md, "entry_points", lambda group=None: [FakeEntryPoint()] if group == cl.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(cl, "_plugins_loaded", False)
-    assert "_test_answer_mentions" not in cl._RULES
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    assert "_test_answer_mentions" not in registry._RULES
     try:
         (item,) = validate_items([{"rule": "_test_answer_mentions", "params": {"word": "rows"}}])
         assert item.params == {"word": "rows", "times": 1}
@@ -626,7 +649,7 @@ def test_rule_plugin_entry_point_and_params_from_signature(monkeypatch):
         verdict = asyncio.run(evaluate([item], _plain_ctx()))
         assert verdict.decision == "accept" and "appears 1" in verdict.items[0].reason
     finally:
-        cl._RULES.pop("_test_answer_mentions", None)
+        registry._RULES.pop("_test_answer_mentions", None)
 
 
 def test_registering_twice_is_an_error():

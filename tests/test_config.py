@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from synth.config import CATEGORIES, DIFFICULTIES, ConfigError, GenerateConfig
+from synth.checklist import list_categories
+from synth.config import DIFFICULTIES, ConfigError, GenerateConfig
 
 
 def test_defaults_and_model_per_role(tmp_path: Path) -> None:
     config = GenerateConfig(sources=tmp_path)
     assert config.model == "embedded"
-    assert config.categories == list(CATEGORIES) and config.difficulties == list(DIFFICULTIES)
+    assert config.categories == list_categories() and config.difficulties == list(DIFFICULTIES)
     assert config.model_for("solver") == "embedded"
     config = GenerateConfig(sources=tmp_path, model="openai:gpt-4o", inspector_model="embedded:0.5b")
     assert config.model_for("questioner") == "openai:gpt-4o"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from synth.cli import app
 from synth.llm.testing_server import FakeOpenAIServer
-from train.eval import eval_command
+from synth.commands.eval import evaluate as eval_command
 
 
 def _infiagent_reply(shared_data):
@@ -125,7 +125,8 @@ def test_tablebench_and_ds1000_runs_score_with_the_scripted_model(shared_data, t
     assert eval_command({"bench": "ds1000", "data": shared_data / "bench_samples" / "ds1000_sample.jsonl",
                          "out": out, "limit": 1}, model=ds_model) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["overall"] == {"n": 1, "score": 1.0, "accuracy": 1.0, "errors": 0}
+    assert summary["overall"] == {"n": 1, "score": 1.0, "accuracy": 1.0, "errors": 0, "compliance": 1.0,
+                                  "mean_rounds": 1.0, "mean_turns": 1.0, "answered": 1.0}
     assert summary["categories"]["Pandas"]["n"] == 1
 
 

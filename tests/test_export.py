@@ -63,14 +63,14 @@ def accepted_verdict() -> Verdict:
 
 def interaction_record(trajectory: Trajectory, sources: Path, *, instruction: str, category: str = "data_analysis",
                        difficulty: str = "easy", source_name: str = "sales.csv") -> Record:
-    from synth.checklist import hash_path
+    from synth.hashing import path_sha256
 
     prompt = protocol.build_user_prompt(instruction, [sources / source_name])
     traj = Trajectory(prompt=prompt, turns=trajectory.turns, answer=trajectory.answer, mode="script", model="m")
     return Record.from_trajectory(
         traj, category=category, difficulty=difficulty, instruction=instruction,
-        sources=[(source_name, hash_path(sources / source_name))], checklist=CHECKLIST,
-        verdict=accepted_verdict(), reference={"north": 53.0},
+        sources=[(source_name, path_sha256(sources / source_name))], checklist=CHECKLIST,
+        verdict=accepted_verdict(), reference={"value": {"north": 53.0}, "verified_by": "program"},
         usage={"prompt_tokens": 900, "completion_tokens": 300, "cost_usd": 0.0012, "llm_calls": 4},
     )
 

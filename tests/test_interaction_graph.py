@@ -11,20 +11,12 @@ from typing import Any
 import pytest
 from doubles import ScriptedChatModel
 
-from synth.graphs.interaction import (
-    EpisodeDeps,
-    EpisodeSink,
-    LLMQuestioner,
-    ProposalRequest,
-    QuestionerError,
-    SourceInfo,
-    build_interaction_graph,
-    make_questioner,
-    parse_json_object,
-    run_episode,
-)
-from synth.sampler import NearDuplicateIndex, SourceRef, plan_episodes
+from synth.dataset.sink import RecordSink
+from synth.graphs.interaction import EpisodeDeps, build_interaction_graph, run_episode
+from synth.sampler import NearDuplicateIndex, plan_episodes
 from synth.sandbox.local import LocalSandbox
+from synth.sources import profile_all
+from synth.sources.ref import SourceRef
 
 CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\n"
 CHECKLIST = """\
@@ -58,11 +50,15 @@ ANSWER = "<Understand>north is largest.</Understand>\n<Answer>north (30)</Answer
 
 
 def judge_all(passed: bool = True):
-    """An inspector reply answering every question id in the prompt."""
+    """An inspector reply answering every question id in the prompt, quoting the agent's answer as evidence."""
 
     def reply(messages) -> str:
-        ids = re.findall(r"- id (\S+):", messages[-1]["content"])
-        return json.dumps({"answers": [{"id": i, "pass": passed, "reason": "checked"} for i in ids]})
+        prompt = messages[-1]["content"]
+        ids = re.findall(r"- id (\S+):", prompt)
+        answer = re.search(r"<Answer>(.*?)</Answer>", " ".join(m["content"] for m in messages), re.S)
+        quote = answer.group(1).strip().splitlines()[0] if answer else ""
+        return json.dumps({"answers": [{"id": i, "quote": quote, "pass": passed, "reason": f"{quote} is printed"}
+                                       for i in ids]})
 
     return reply
 
@@ -87,23 +83,23 @@ class Env:
         self.deps = EpisodeDeps(
             questioner_model=questioner, solver_model=solver, inspector_model=inspector,
             sandbox=LocalSandbox(),
-            sources={"sales.csv": SourceInfo("sales.csv", self.source_path, self.source_hash,
-                                             "Source sales.csv (csv)\ncolumns: region TEXT, amount INTEGER")},
+            sources={"sales.csv": profile_all(self.source_path, use_cache=False)[0].model_copy(
+                update={"path": str(self.source_path)})},
             sink=self.new_sink(), work_dir=self.run_dir / "work", max_rounds=4, max_revisions=max_revisions,
             checklists_dir=checklists, on_event=lambda kind, payload: self.events.append((kind, payload)),
         )
-        self.episode = plan_episodes([SourceRef("sales.csv", self.source_hash)], ["data_analysis"], ["easy"],
+        self.episode = plan_episodes([SourceRef(name="sales.csv", sha256=self.source_hash)], ["data_analysis"], ["easy"],
                                      limit=1)[0].to_dict()
 
-    def new_sink(self) -> EpisodeSink:
-        return EpisodeSink(self.run_dir / "records.jsonl", self.run_dir / "rejected.jsonl")
+    def new_sink(self) -> RecordSink:
+        return RecordSink(self.run_dir / "records.jsonl", self.run_dir / "rejected.jsonl")
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self, **compile_options: Any) -> dict[str, Any]:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         async with AsyncSqliteSaver.from_conn_string(str(self.run_dir / "checkpoints.sqlite")) as saver:
-            compiled = build_interaction_graph(self.deps).compile(checkpointer=saver)
-            return await run_episode(compiled, self.episode)
+            compiled = build_interaction_graph().compile(checkpointer=saver, **compile_options)
+            return await run_episode(compiled, self.episode, self.deps)
 
     def records(self) -> list[dict]:
         return _jsonl(self.run_dir / "records.jsonl")
@@ -138,7 +134,7 @@ async def test_accept_path_emits_a_record_with_real_execute_output(tmp_path: Pat
     # the solver never sees the reference answer
     assert all("north" not in m["content"] or "reference" not in m["content"]
                for call in env.solver.calls for m in call["messages"])
-    assert state["usage"]["llm_calls"] == 1 + 2 + 1
+    assert state["usage"]["llm_calls"] == 1 + 2 + 1  # no verifier model: verification off
 
 
 async def test_revise_then_accept_passes_feedback_to_the_solver(tmp_path: Path) -> None:
@@ -262,97 +258,31 @@ async def test_near_duplicate_task_is_asked_again_then_dropped(tmp_path: Path) -
     assert "different from these" in second_prompt and TASK["instruction"] in second_prompt
 
 
-def test_questioner_plugin_from_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    import synth.roles
-
-    class PluginQuestioner:
-        def __init__(self, *, model, role) -> None:
-            self.model, self.role = model, role
-
-        async def propose(self, request):  # pragma: no cover - only constructed here
-            raise NotImplementedError
-
-    class FakeEntryPoint:
-        name, value = "questioner", "pkg.mod:PluginQuestioner"
-
-        def load(self):
-            return PluginQuestioner
-
-    monkeypatch.setattr(synth.roles, "_entry_points", lambda: [FakeEntryPoint()])
-    model = ScriptedChatModel(["{}"])
-    made = make_questioner(model)
-    assert isinstance(made, PluginQuestioner) and made.model is model and made.role.name == "questioner"
-    monkeypatch.setattr(synth.roles, "_entry_points", lambda: [])
-    assert isinstance(make_questioner(model), LLMQuestioner)
+async def test_resume_after_the_checklist_yaml_changed_keeps_the_checklist_of_the_verdict(tmp_path: Path) -> None:
+    env = Env(tmp_path, questioner=q(), solver=ScriptedChatModel([GOOD_CODE, ANSWER]),
+              inspector=ScriptedChatModel([judge_all(True)]))
+    stopped = await env.run(interrupt_before=["emit"])  # as if the process died between inspect and emit
+    assert stopped["verdicts"][-1]["decision"] == "accept" and env.records() == []
+    judged_with = [item["id"] for item in stopped["verdicts"][-1]["items"]]
+    (env.tmp / "checklists" / "data_analysis.yaml").write_text(
+        "category: data_analysis\nitems:\n  - rule: answer_present\n  - id: new_item\n    rule: code_runs\n")
+    env.deps.sink = env.new_sink()
+    state = await env.run()
+    assert state["outcome"] == "accepted"
+    [record] = env.records()
+    assert [item["id"] for item in record["checklist"]] == judged_with
+    assert [item["id"] for item in record["verdict"]["items"]] == judged_with
+    assert "new_item" not in judged_with and "supported" in judged_with
 
 
-async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
-    lenient = LLMQuestioner(ScriptedChatModel([json.dumps({**TASK, "files": ["SALES.csv", "region"]})]))
-    request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
-    assert (await lenient.propose(request)).files == ["sales.csv"]
-    bad_file = {**TASK, "instruction": "x"}
-    good_item = {"rule": "file_created", "params": {"glob": "out.csv"}}
-    bad_item = {**TASK, "checklist": [{"rule": "no_such_rule"}, good_item]}
-    model = ScriptedChatModel([json.dumps(bad_file), json.dumps(bad_item), json.dumps(bad_item)], strict=True)
-    from synth.graphs.interaction import _validate_task_items
+async def test_nodes_are_module_level_functions_a_test_can_call_alone(tmp_path: Path) -> None:
+    from synth.graphs.interaction import after_inspect, initial_state, propose, revise
 
-    questioner = LLMQuestioner(model, max_repairs=2, validate_items=_validate_task_items)
-    request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
-    task = await questioner.propose(request)
-    assert "instruction" in model.calls[1]["messages"][-1]["content"]
-    assert "no_such_rule" in model.calls[2]["messages"][-1]["content"]  # repaired with the precise error first
-    assert task.checklist == [good_item]  # the last try keeps the valid items of an otherwise sound task
-    hopeless = ScriptedChatModel(["not json"], strict=False)
-    with pytest.raises(QuestionerError, match="no valid task after 2 tries"):
-        await LLMQuestioner(hopeless, max_repairs=1).propose(request)
-
-
-async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_names() -> None:
-    join = {**TASK, "instruction": "In music, find the album with the most tracks and its title.",
-            "files": ["music.sqlite"], "deliverables": []}
-    single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track` of music.sqlite.",
-              "files": ["music.sqlite"], "deliverables": []}
-    request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
-                              focus_table="Track", other_tables=["Album", "Genre"])
-    model = ScriptedChatModel([json.dumps(join), json.dumps(single)], strict=True)
-    questioner = LLMQuestioner(model, max_repairs=2)
-    joined = await questioner.propose(request)
-    assert joined.instruction == ("In music.sqlite, find the album with the most tracks and its title. "
-                                  "Use only the `Track` table.")
-    assert (await questioner.propose(request)).instruction == single["instruction"]  # nothing to add
-    from synth.graphs.interaction import _with_full_file_names
-
-    assert _with_full_file_names("In Chinook_Sqlite, count rows", ["Chinook_Sqlite.sqlite"]) == (
-        "In Chinook_Sqlite.sqlite, count rows")
-    assert _with_full_file_names("Count diabetes patients", ["diabetes.csv"]) == "Count diabetes patients"
-    assert len(model.calls) == 2  # no repair round trips: small models repeat themselves when asked
-    silent_file = {**single, "deliverables": ["top.csv"]}
-    named = await LLMQuestioner(ScriptedChatModel([json.dumps(silent_file)]), max_repairs=0).propose(request)
-    assert named.instruction.endswith("Save the result to top.csv.")  # never a check the solver cannot know about
-
-
-def test_referenced_tables_follow_foreign_keys_and_id_columns(tmp_path: Path) -> None:
-    import sqlite3
-
-    from synth.sources import profile_all
-
-    database = tmp_path / "music.sqlite"
-    with sqlite3.connect(database) as con:
-        con.executescript(
-            "CREATE TABLE Album (AlbumId INTEGER PRIMARY KEY, Title TEXT);"
-            "CREATE TABLE Genre (GenreId INTEGER PRIMARY KEY, Name TEXT);"
-            "CREATE TABLE Label (LabelId INTEGER PRIMARY KEY);"
-            "CREATE TABLE Track (TrackId INTEGER PRIMARY KEY, AlbumId INTEGER REFERENCES Album(AlbumId),"
-            " GenreId INTEGER, Name TEXT);"
-        )
-    card = profile_all(database, use_cache=False)[0]
-    info = SourceInfo(name="music.sqlite", path=database, sha256="0", prompt="", card=card)
-    assert sorted(info.referenced_tables("Track")) == ["Album", "Genre"]  # FK, and a GenreId column
-    assert info.referenced_tables("Album") == [] and info.referenced_tables(None) == []
-
-
-def test_parse_json_object_is_lenient() -> None:
-    assert parse_json_object('x {"a": 1} trailing }') == {"a": 1}
-    assert parse_json_object('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}
-    with pytest.raises(ValueError):
-        parse_json_object("[1, 2]")
+    env = Env(tmp_path, questioner=q(), solver=ScriptedChatModel([]), inspector=ScriptedChatModel([]))
+    update = await propose(initial_state(env.episode), env.deps)
+    assert update["task"]["instruction"] == TASK["instruction"] and update["revisions"] == 0
+    state = {**initial_state(env.episode), **update, "verdicts": [{"decision": "revise", "feedback": "Print it."}]}
+    assert after_inspect(state, env.deps) == "revise"
+    assert await revise(state, env.deps) == {"revisions": 1, "feedback": "Print it."}
+    assert after_inspect({**state, "revisions": 1}, env.deps) == "reject"  # max_revisions = 1
+    assert await propose({**state, "task": update["task"]}, env.deps) == {}  # idempotent: the task is kept

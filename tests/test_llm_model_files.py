@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.llm import ModelError
-from synth.llm import model_files
+from synth.llm import ModelError, model_files
 from synth.llm.model_files import EMBEDDED_MODELS, ModelFile, ensure_model_file, find_parts
 
 
@@ -56,7 +55,7 @@ def test_second_load_trusts_the_stamp_without_rejoining(fake_model, tmp_path, mo
         raise AssertionError("re-hashed or re-joined a verified file")
 
     monkeypatch.setattr(model_files, "_join", must_not_run)
-    monkeypatch.setattr(model_files, "_sha256_of", must_not_run)
+    monkeypatch.setattr(model_files, "file_sha256", must_not_run)
     assert ensure_model_file(spec, tmp_path / "models") == path
     assert path.stat().st_mtime_ns == before
 
@@ -133,7 +132,7 @@ def test_real_small_model_joins_to_the_published_sha256(tmp_path):
     spec = EMBEDDED_MODELS["0.5b"]
     path = ensure_model_file(spec, tmp_path)  # join + sha256 check happen inside
     assert path.stat().st_size == 491_400_064
-    assert model_files._sha256_of(path) == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert model_files.file_sha256(path) == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 
 def test_real_default_model_parts_are_all_found():

@@ -1,4 +1,6 @@
-"""The openai backend against a real local OpenAI-compatible HTTP server (FakeOpenAIServer) on 127.0.0.1."""
+"""The openai backend against a real local OpenAI-compatible HTTP server (FakeOpenAIServer) on 127.0.0.1: what is
+particular to it (retries, rate limits, concurrency, cost, options). The ChatModel contract itself (stop strings,
+max_tokens, usage, the documented errors, the cache) runs in tests/test_chat_model_contract.py."""
 
 from __future__ import annotations
 
@@ -54,24 +56,6 @@ async def test_retry_after_header_is_respected():
     assert gap >= 0.4  # with backoff_base_s=0 only the server's Retry-After can produce this wait
 
 
-async def test_retries_give_up_with_clear_error():
-    with FakeOpenAIServer(failures=[500] * 10) as server:
-        model = _model(server, max_retries=2)
-        with pytest.raises(ModelUnavailableError, match="after 3 attempts"):
-            await model.chat(USER)
-        await model.aclose()
-    assert server.count == 3
-
-
-async def test_401_is_model_error_and_not_retried():
-    with FakeOpenAIServer(api_key="right-key") as server:
-        model = OpenAIChatModel("fake-model", base_url=server.base_url, api_key="wrong-key")
-        with pytest.raises(ModelError, match="authentication failed.*401"):
-            await model.chat(USER)
-        await model.aclose()
-    assert server.count == 1
-
-
 async def test_unknown_model_404_is_model_error_and_not_retried():
     with FakeOpenAIServer(models=["real-model"]) as server:
         model = _model(server)
@@ -98,20 +82,6 @@ async def test_connection_refused_is_retried_then_reported():
         await model.chat(USER)
     assert model.attempts == 2
     await model.aclose()
-
-
-async def test_stop_strings_passed_through_and_never_returned():
-    reply = "<Code>\nprint(1)\n</Code> trailing"
-    with FakeOpenAIServer(reply=reply) as server:
-        model = _model(server)
-        completion = await model.chat(USER, stop=["</Code>"])
-    # llama.cpp's server leaves the stop string in the content; the backend must normalise that too.
-    with FakeOpenAIServer(reply=reply, include_stop=True) as echoing:
-        echoed = await _model(echoing).chat(USER, stop=["</Code>"])
-    assert server.requests[0].body["stop"] == ["</Code>"]
-    assert completion.text == "<Code>\nprint(1)\n"
-    assert echoed.text == "<Code>\nprint(1)\n"
-    assert completion.finish_reason == echoed.finish_reason == "stop"
 
 
 async def test_more_than_four_stop_strings_apply_client_side():
@@ -151,8 +121,7 @@ async def test_rpm_limit_holds():
     busiest = max(sum(1 for t in granted if start <= t < start + 0.5) for start in granted)
     assert busiest <= 61
     assert granted[-1] - granted[0] >= (80 - 40) / 40 * 0.95
-    arrivals = sorted(r.arrived for r in server.requests)
-    assert arrivals[-1] - arrivals[0] >= (80 - 40) / 40 * 0.9
+    assert all(r.arrived >= granted[0] for r in server.requests)  # nothing went out before the limiter let it
 
 
 async def test_tpm_limit_charges_real_usage():
@@ -172,13 +141,6 @@ async def test_json_response_format_and_seed_are_sent():
     assert server.requests[0].body["response_format"] == {"type": "json_object"}
     assert server.requests[0].body["seed"] == 7
     assert completion.text == '{"a": 1}'
-
-
-async def test_length_finish_reason():
-    with FakeOpenAIServer(reply="one two three four five") as server:
-        completion = await _model(server).chat(USER, max_tokens=2)
-    assert completion.text == "one two"
-    assert completion.finish_reason == "length"
 
 
 async def test_load_model_openai_spec_uses_options_and_env(monkeypatch):

@@ -64,3 +64,13 @@ def test_role_script_answers_each_role_from_the_request_alone():
     assert [a["id"] for a in verdict["answers"]] == ["supported", "clear"] and all(a["pass"] for a in verdict["answers"])
     assert script({"messages": [{"role": "user", "content": "# Instruction\nCount"}]}) == "CODE"
     assert script({"messages": [{"role": "assistant", "content": "<Execute>\n4\n</Execute>"}]}) == "ANSWER"
+
+
+def test_max_tokens_cuts_at_whitespace_words_like_the_usage_count():
+    with FakeOpenAIServer(reply="<Code>\nprint(1)\n</Code> more words here") as server:
+        response = httpx.post(f"{server.base_url}/chat/completions",
+                              json={"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]})
+    choice = response.json()["choices"][0]
+    assert choice["message"]["content"] == "<Code>\nprint(1)"
+    assert choice["finish_reason"] == "length"
+    assert response.json()["usage"]["completion_tokens"] == 2

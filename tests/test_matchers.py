@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from doubles import ScriptedChatModel
+
 from synth.matchers import (
     MatcherError,
     answer_candidates,

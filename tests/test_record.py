@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from synth.checklist import SourceFile, Verdict, ItemVerdict, source_files, validate_items
+from synth.checklist import ItemVerdict, Verdict, validate_items
 from synth.dataset import Record, read_records, record_id, write_records
+from synth.dataset.record import Reference
 from synth.llm.base import Usage
 from synth.protocol import build_user_prompt
 from synth.sandbox.base import ExecResult
+from synth.sources.ref import SourceRef, source_refs
 from synth.trajectory import Trajectory, Turn
 
 
@@ -32,8 +34,8 @@ def _record(**overrides) -> Record:
     verdict = Verdict(items=[ItemVerdict(id="answer_matches", kind="rule", passed=True, reason="ok"),
                              ItemVerdict(id="judged_2", kind="judged", passed=True, reason="yes")],
                       decision="accept", score=1.0)
-    kwargs = dict(category="data_analysis", sources=[SourceFile("sales.csv", Path("sales.csv"), "ab" * 32)],
-                  checklist=items, verdict=verdict, reference=4, difficulty="easy",
+    kwargs = dict(category="data_analysis", sources=[SourceRef(name="sales.csv", path=Path("sales.csv"), sha256="ab" * 32)],
+                  checklist=items, verdict=verdict, reference=Reference(value=4, verified_by="program"), difficulty="easy",
                   models={"questioner": "openai:gpt-4o", "solver": "embedded:0.5b"}, revisions=1)
     kwargs.update(overrides)
     return Record.from_trajectory(_trajectory(), **kwargs)
@@ -50,7 +52,10 @@ def test_from_trajectory_builds_datascience_instruct_messages():
     assert record.usage == {"prompt_tokens": 120, "completion_tokens": 30, "cost_usd": 0.0}
     assert record.sources[0].name == "sales.csv"
     assert _record(reference=None).reward_spec.method == "datatask"
-    assert _record(category="open_research").reward_spec.method == "openresearch"
+    guess = _record(reference=4)  # a bare value is an unverified guess: kept, never a reward's ground truth
+    assert guess.reference.verified_by == "none" and guess.reward_spec.method == "datatask"
+    assert guess.reward_spec.ground_truth is None
+    assert _record(category="open_research", open_ended=True).reward_spec.method == "openresearch"
 
 
 def test_round_trip(tmp_path):
@@ -74,14 +79,14 @@ def test_stable_ids(tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("x\n1\n")
     b.write_text("y\n2\n")
-    first = record_id(source_files([a, b]), "Sum x.")
-    assert first == record_id(source_files([b, a]), "  Sum   x. ")  # order and whitespace do not matter
-    assert first == record_id([("renamed.csv", s.sha256) for s in source_files([a, b])], "Sum x.")
-    assert first != record_id(source_files([a, b]), "Sum y.")
-    assert first != record_id(source_files([a]), "Sum x.")
-    assert first != record_id(source_files([a, b]), "Sum x.", variant="refined")
+    first = record_id(source_refs([a, b]), "Sum x.")
+    assert first == record_id(source_refs([b, a]), "  Sum   x. ")  # order and whitespace do not matter
+    assert first == record_id([("renamed.csv", s.sha256) for s in source_refs([a, b])], "Sum x.")
+    assert first != record_id(source_refs([a, b]), "Sum y.")
+    assert first != record_id(source_refs([a]), "Sum x.")
+    assert first != record_id(source_refs([a, b]), "Sum x.", variant="refined")
     a.write_text("x\n5\n")  # same name, different content -> different task
-    assert first != record_id(source_files([a, b]), "Sum x.")
+    assert first != record_id(source_refs([a, b]), "Sum x.")
     assert _record().id == _record(revisions=3).id  # derived from task and sources, not from the run
 
 

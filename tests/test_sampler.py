@@ -4,9 +4,10 @@ from collections import Counter
 
 import pytest
 
-from synth.sampler import NearDuplicateIndex, SourceRef, instruction_shingles, jaccard, plan_episodes
+from synth.sampler import NearDuplicateIndex, instruction_shingles, jaccard, plan_episodes
+from synth.sources.ref import SourceRef
 
-SOURCES = [SourceRef("a.csv", "1" * 64), SourceRef("b.sqlite", "2" * 64), SourceRef("c.xlsx", "3" * 64)]
+SOURCES = [SourceRef(name=name, sha256=digit * 64) for name, digit in (("a.csv", "1"), ("b.sqlite", "2"), ("c.xlsx", "3"))]
 CATS = ["data_analysis", "modeling", "data_cleaning", "report_generation"]
 DIFFS = ["easy", "medium", "hard"]
 

@@ -1,215 +1,27 @@
-"""The local sandbox: cells, modes, errors, figures, truncation, snapshots, workspace copies, CLI."""
+"""The local backend beyond the shared contract (tests/test_sandbox_contract.py): its options, the no-bubblewrap
+warning, the supervisor between synth and the cells, bad input, and the `synth sandbox exec` CLI."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
+import logging
+import os
+import secrets
 import shutil
-import sqlite3
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import host_processes_with, make_sources
 
-from synth.sandbox import Limits, get_sandbox
-from synth.sandbox.local import LocalSandbox, _usable_bwrap
-
-
-@pytest.fixture(params=["bwrap", "no-bwrap"])
-def isolation(request, monkeypatch):
-    """Run the test on the bubblewrap path and on the rlimits-only fallback."""
-    if request.param == "bwrap":
-        monkeypatch.delenv("DS_SYNTH_SANDBOX_NO_BWRAP", raising=False)
-        if _usable_bwrap() is None:
-            pytest.skip("bubblewrap is not usable on this machine")
-    else:
-        monkeypatch.setenv("DS_SYNTH_SANDBOX_NO_BWRAP", "1")
-    return request.param
-
-
-def _tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _make_sources(root: Path) -> Path:
-    src = root / "sources"
-    src.mkdir()
-    (src / "sales.csv").write_text("region,amount\nnorth,10\nsouth,32\n")
-    con = sqlite3.connect(src / "shop.sqlite")
-    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
-    con.executemany("INSERT INTO orders (total) VALUES (?)", [(1.5,), (2.5,), (4.0,)])
-    con.commit()
-    con.close()
-    return src
-
-
-def test_script_mode_is_stateless_and_session_mode_keeps_state(isolation, tmp_path):
-    sandbox = get_sandbox()
-    with sandbox.open(mode="script") as script:
-        assert script.run("x = 41\nprint(x + 1)").stdout == "42\n"
-        again = script.run("print(x)")
-        assert not again.ok and "NameError" in again.error
-    with sandbox.open(mode="session") as session:
-        assert session.run("x = 41\nimport math").ok
-        assert session.run("print(x + 1, math.pi > 3)").stdout == "42 True\n"
-
-
-@pytest.mark.parametrize("mode", ["script", "session"])
-def test_error_is_reported_as_traceback(isolation, mode):
-    with get_sandbox().open(mode=mode) as session:
-        result = session.run("print('before')\n{}['missing']")
-    assert result.stdout == "before\n"
-    assert result.error.startswith("Traceback (most recent call last):")
-    assert result.error.rstrip().endswith("KeyError: 'missing'")
-    assert "_worker.py" not in result.error  # the worker's own frames are hidden
-    assert result.output() == "before\n[Error]:\n" + result.error
-    assert not result.ok
-
-
-@pytest.mark.parametrize("mode", ["script", "session"])
-def test_figures_are_saved_as_numbered_files(isolation, mode):
-    code = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\nprint('drawn')"
-    with get_sandbox().open(mode=mode) as session:
-        first = session.run(code)
-        second = session.run(code)
-        assert first.ok and second.ok, (first, second)
-        assert "[figure saved: figure_1.png]" in first.stdout
-        assert "[figure saved: figure_2.png]" in second.stdout
-        assert "figure_1.png" in first.files_changed
-        png = (session.workspace / "figure_2.png").read_bytes()
-        assert png.startswith(b"\x89PNG")
-        assert "cannot be shown" not in first.stderr
-
-
-@pytest.mark.parametrize("mode", ["script", "session"])
-def test_long_output_is_truncated_with_marker_keeping_head_and_tail(isolation, mode):
-    limits = Limits(output_limit_chars=1000)
-    code = "print('HEAD')\nfor i in range(20000):\n    print(i)\nprint('TAIL')"
-    with get_sandbox().open(mode=mode, limits=limits) as session:
-        result = session.run(code)
-    assert result.ok
-    assert result.stdout.startswith("HEAD\n")
-    assert result.stdout.rstrip().endswith("TAIL")
-    assert "... [truncated " in result.stdout and " chars] ..." in result.stdout
-    assert len(result.stdout) < 1100
-
-
-def test_snapshot_diff_and_files_changed(isolation, tmp_path):
-    src = _make_sources(tmp_path)
-    with get_sandbox().open([src / "sales.csv", src / "shop.sqlite"], mode="session") as session:
-        before = session.snapshot()
-        assert set(before.files) == {"sales.csv", "shop.sqlite"}
-        assert before.db_rows == {"shop.sqlite": {"orders": 3}}
-        result = session.run(
-            "import sqlite3, os\n"
-            "con = sqlite3.connect('shop.sqlite'); con.execute('INSERT INTO orders (total) VALUES (9)');"
-            " con.execute('CREATE TABLE notes (t TEXT)'); con.commit(); con.close()\n"
-            "os.makedirs('out', exist_ok=True)\nopen('out/report.txt', 'w').write('done')\n"
-            "os.remove('sales.csv')"
-        )
-        assert result.ok, result
-        assert result.files_changed == ["out/report.txt", "shop.sqlite"]
-        after = session.snapshot()
-        assert after.db_rows["shop.sqlite"] == {"notes": 0, "orders": 4}
-        diff = after.diff(before)
-        assert diff.added == ["out/report.txt"]
-        assert diff.removed == ["sales.csv"]
-        assert diff.modified == ["shop.sqlite"]
-        assert after.files["out/report.txt"].size == 4
-        assert after.files["out/report.txt"].sha256 == hashlib.sha256(b"done").hexdigest()
-        assert session.run("print(1)").files_changed == []
-
-
-def test_snapshot_counts_duckdb_rows(isolation):
-    with get_sandbox().open(mode="script") as session:
-        result = session.run(
-            "import duckdb\ncon = duckdb.connect('w.duckdb')\n"
-            "con.execute('CREATE TABLE t AS SELECT * FROM range(7)')\ncon.close()"
-        )
-        assert result.ok, result
-        assert session.snapshot().db_rows["w.duckdb"] == {"t": 7}
-
-
-def test_workspace_is_a_writable_copy_and_sources_stay_identical(isolation, tmp_path, shared_data):
-    src = _make_sources(tmp_path)
-    chinook = shared_data / "sources" / "chinook"
-    before_src, before_chinook = _tree_hashes(src), _tree_hashes(chinook)
-    for source in [*src.iterdir()]:
-        source.chmod(0o444)
-    for mode in ("script", "session"):
-        for _ in range(3):
-            with get_sandbox().open([src, chinook], mode=mode) as session:
-                assert (session.workspace / "sources" / "sales.csv").is_file()
-                result = session.run(
-                    "import sqlite3\n"
-                    "open('sources/sales.csv', 'a').write('west,1\\n')\n"
-                    "con = sqlite3.connect('chinook/Chinook_Sqlite.sqlite'); con.execute('DELETE FROM Track');"
-                    " con.commit()\n"
-                    "con = sqlite3.connect('sources/shop.sqlite'); con.execute('DROP TABLE orders'); con.commit()\n"
-                    "print(open('sources/sales.csv').read().count('west'))"
-                )
-                assert result.ok, result
-                assert result.stdout == "1\n"
-                assert session.snapshot().db_rows["chinook/Chinook_Sqlite.sqlite"]["Track"] == 0
-    assert _tree_hashes(src) == before_src
-    assert _tree_hashes(chinook) == before_chinook
-
-
-def test_temp_workspace_removed_and_given_workspace_kept(isolation, tmp_path):
-    with get_sandbox().open(mode="script") as session:
-        session.run("open('x.txt', 'w').write('1')")
-        temp = session.workspace
-    assert not temp.exists()
-    given = tmp_path / "ws"
-    with get_sandbox().open(mode="script", workspace=given) as session:
-        assert session.workspace == given.resolve()
-        session.run("open('x.txt', 'w').write('1')")
-    assert (given / "x.txt").read_text() == "1"
-    assert (given / "x.txt").stat().st_uid == given.stat().st_uid  # handed back to the caller's owner
-
-
-def test_session_timeout_restarts_worker_and_says_state_is_lost(isolation):
-    with get_sandbox().open(mode="session") as session:
-        assert session.run("x = 1").ok
-        slow = session.run("import time\nprint('started')\ntime.sleep(60)", timeout=1.5)
-        assert slow.timed_out and "TimeoutError" in slow.error and "state" in slow.error
-        assert "started" in slow.stdout
-        after = session.run("print('alive')\nprint(x)")
-        assert after.stdout.startswith("[note: the previous cell killed the session")
-        assert "alive" in after.stdout and "NameError" in after.error
-        assert session.run("print(2 + 2)").stdout == "4\n"
-
-
-def test_session_cells_may_exit_and_read_stdin_without_breaking_protocol(isolation):
-    with get_sandbox().open(mode="session") as session:
-        assert session.run("import sys\nprint('bye')\nsys.exit(0)").ok
-        eof = session.run("input()")
-        assert "EOFError" in eof.error
-        bad = session.run("raise SystemExit(3)")
-        assert bad.error == "SystemExit: 3"
-        assert session.run("print('still here')").stdout == "still here\n"
-
-
-def test_concurrent_sessions_from_asyncio(isolation):
-    sandbox = get_sandbox()
-
-    async def episode(n: int) -> list[str]:
-        session = await asyncio.to_thread(sandbox.open, (), mode="session")
-        try:
-            await asyncio.to_thread(session.run, f"v = {n}")
-            result = await asyncio.to_thread(session.run, "print(v * 10)")
-            return [result.stdout]
-        finally:
-            await asyncio.to_thread(session.close)
-
-    async def main():
-        return await asyncio.gather(*(episode(n) for n in range(4)))
-
-    assert asyncio.run(main()) == [[f"{n * 10}\n"] for n in range(4)]
+from synth.errors import SynthError
+from synth.sandbox import PROTECTIONS, Limits, SandboxError, get_sandbox, isolation
+from synth.sandbox.local import LocalSandbox
 
 
 def test_bad_input_gets_clear_errors(tmp_path):
@@ -225,14 +37,15 @@ def test_bad_input_gets_clear_errors(tmp_path):
     with sandbox.open() as session:
         with pytest.raises(TypeError, match="must be a str"):
             session.run(b"print(1)")
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(SandboxError, match="closed"):
         session.run("print(1)")
+    assert issubclass(SandboxError, SynthError) and issubclass(SandboxError, RuntimeError)
 
 
 def test_cli_exec_prints_one_json_line_per_cell(tmp_path, capsys):
-    from synth.sandbox.commands import exec_command
+    from synth.commands.sandbox import exec_cells as exec_command
 
-    ws = _make_sources(tmp_path)
+    ws = make_sources(tmp_path)
     cell1, cell2 = tmp_path / "a.py", tmp_path / "b.py"
     cell1.write_text("import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.amount.sum())")
     cell2.write_text("print(df.shape)\n1/0")
@@ -264,19 +77,167 @@ def test_cli_via_typer(tmp_path):
     assert bad.exit_code == 2
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 def test_a_python_installed_under_tmp_is_visible_inside_the_sandbox(tmp_path_factory):
     # CI may clone the project (and its venv) under /tmp, which the sandbox replaces with a private /tmp.
     import subprocess
     import sys as _sys
     import tempfile
 
+    try:
+        LocalSandbox(bwrap=True)
+    except SandboxError as exc:
+        pytest.skip(f"needs bubblewrap: {exc}")
     venv = Path(tempfile.mkdtemp(prefix="ds-synth-venv-", dir="/tmp"))
     venv.chmod(0o755)  # like a checkout's folder; mkdtemp's 0700 would hide it from the sandbox's own uid
     try:
         subprocess.run([_sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        with LocalSandbox(python=str(venv / "bin" / "python")).open([]) as session:
+        with LocalSandbox(python=str(venv / "bin" / "python"), bwrap=True).open([]) as session:
             result = session.run("import sys; print(sys.prefix)")
         assert result.ok and result.stdout.strip() == str(venv), result
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+
+
+# --- options and the warning ------------------------------------------------------------------------------------
+
+
+def _bwrap_usable() -> bool:
+    try:
+        LocalSandbox(bwrap=True)
+        return True
+    except SandboxError:
+        return False
+
+
+def test_bwrap_option_and_the_env_override(monkeypatch):
+    assert LocalSandbox(bwrap=False).isolation != "bwrap"
+    assert "disabled with bwrap=False" in LocalSandbox(bwrap=False).warning
+    monkeypatch.setenv("DS_SYNTH_SANDBOX_NO_BWRAP", "1")
+    overridden = LocalSandbox()
+    assert overridden.isolation != "bwrap" and "disabled by DS_SYNTH_SANDBOX_NO_BWRAP=1" in overridden.warning
+    assert "private_filesystem" not in overridden.protections
+    if _bwrap_usable():  # an explicit bwrap=True beats the environment
+        assert LocalSandbox(bwrap=True).isolation == "bwrap"
+        monkeypatch.delenv("DS_SYNTH_SANDBOX_NO_BWRAP")
+        default = LocalSandbox()
+        assert default.isolation == "bwrap" and default.warning is None
+        assert "private_filesystem" in default.protections
+
+
+def test_required_isolation_that_is_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(isolation.shutil, "which", lambda name, *a, **k: None)  # no bwrap, no unshare on PATH
+    with pytest.raises(SandboxError, match=r"bubblewrap was required \(bwrap=True\) but is not installed"):
+        LocalSandbox(bwrap=True)
+    with pytest.raises(SandboxError, match="namespaces=True but `unshare` cannot"):
+        LocalSandbox(bwrap=False, namespaces=True)
+    fallback = LocalSandbox()  # what a machine without either gets: said, not hidden
+    assert fallback.isolation == "rlimits" and "(not installed)" in fallback.warning
+    assert not {"private_filesystem", "no_network", "pid_namespace"} & fallback.protections
+    with fallback.open(mode="script") as session:  # and it still runs cells (setpriv missing too: ctypes path)
+        result = session.run("import os\nprint(os.getppid() != 0)")
+    assert result.ok and result.stdout == "True\n", result
+
+
+def test_the_warning_lists_exactly_the_missing_protections():
+    held = frozenset({"rlimits", "wall_timeout", "scrubbed_env", "supervisor", "no_network"})
+    text = isolation.gap_warning("not installed", held)
+    missing = [name for name in PROTECTIONS if name not in held]
+    assert f"Missing on this machine: {', '.join(missing)} —" in text
+    for name in PROTECTIONS:
+        assert (f"{name}: {PROTECTIONS[name]}" in text) == (name in missing)
+    assert "Applied: no_network, rlimits, scrubbed_env, supervisor, wall_timeout." in text
+
+
+def test_each_warning_is_logged_once(caplog):
+    message = f"!!! test warning {secrets.token_hex(4)} !!!"
+    with caplog.at_level(logging.WARNING, logger="synth.sandbox.isolation"):
+        isolation.warn_once(message)
+        isolation.warn_once(message)
+    assert [r.getMessage() for r in caplog.records].count(message) == 1
+
+
+def test_get_sandbox_passes_the_options():
+    sandbox = get_sandbox("local", bwrap=False, namespaces=False)
+    assert isinstance(sandbox, LocalSandbox) and sandbox.isolation == "rlimits"
+
+
+# --- the supervisor -------------------------------------------------------------------------------------------
+
+PATHS = [{"bwrap": True}, {"bwrap": False}, {"bwrap": False, "namespaces": False}]
+PATH_IDS = ["bwrap", "unshare", "rlimits"]
+
+
+def _sandbox(options: dict) -> LocalSandbox:
+    sandbox = None
+    try:
+        sandbox = LocalSandbox(**options)
+    except SandboxError as exc:
+        pytest.skip(f"not available here: {exc}")
+    if options == {"bwrap": False} and sandbox.isolation != "unshare":
+        pytest.skip("`unshare` cannot create namespaces on this machine")
+    return sandbox
+
+
+def test_the_cells_parent_is_the_supervisor_not_synth():
+    sandbox = _sandbox({"bwrap": False, "namespaces": False})  # the one path where the cell sees its real parent
+    with sandbox.open(mode="session") as session:
+        result = session.run("import os\nprint(os.getppid(), os.getsid(0))")
+        supervisor = session._worker.supervisor.pid
+        ppid, sid = (int(v) for v in result.stdout.split())
+        assert ppid == supervisor and ppid != os.getpid()
+        assert sid not in (os.getsid(0), os.getsid(supervisor))  # a session of its own, not the supervisor's
+        assert os.getsid(supervisor) != os.getsid(0)
+
+
+@pytest.mark.parametrize("options", PATHS, ids=PATH_IDS)
+def test_a_dead_supervisor_is_a_failed_cell_and_the_session_goes_on(options):
+    sandbox = _sandbox(options)
+    with sandbox.open(mode="session", limits=Limits(timeout_s=30)) as session:
+        assert session.run("x = 1").ok
+        supervisor = session._worker.supervisor.pid
+        threading.Timer(0.5, os.kill, (supervisor, signal.SIGKILL)).start()
+        result = session.run("import time\nprint('waiting', flush=True)\ntime.sleep(20)")
+        assert not result.ok and not result.timed_out
+        assert result.error.startswith("SupervisorKilled: the sandbox supervisor was killed by SIGKILL"), result
+        assert "state was lost" in result.error
+        assert session.run("print('again')").stdout.endswith("again\n")
+
+
+_ORPHAN_DRIVER = textwrap.dedent(
+    """
+    import json, sys
+    from synth.sandbox import get_sandbox
+    session = get_sandbox("local", **json.loads(sys.argv[1])).open(mode=sys.argv[2])
+    code = (
+        "import os, subprocess\\n"
+        f"subprocess.Popen(['sleep', '{sys.argv[3]}'], start_new_session=True)\\n"
+        "while True:\\n    pass"
+    )
+    session.run(code, timeout=120)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["script", "session"])
+@pytest.mark.parametrize("options", PATHS, ids=PATH_IDS)
+def test_when_synth_dies_its_cells_die_too(options, mode):
+    _sandbox(options)
+    marker = f"{2000 + secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"
+    driver = subprocess.Popen([sys.executable, "-c", _ORPHAN_DRIVER, json.dumps(options), mode, marker],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for _ in range(600):  # until the cell's child runs
+            if host_processes_with(marker) or driver.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert host_processes_with(marker), driver.stderr.read().decode() if driver.poll() is not None else "no child"
+    finally:
+        driver.kill()  # synth dies without closing anything
+        driver.wait()
+    for _ in range(200):  # the supervisor sees its lifeline close and kills the cell's whole tree
+        if not host_processes_with(marker):
+            break
+        time.sleep(0.05)
+    assert host_processes_with(marker) == []
+
+

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from synth.commands.sources import profile as profile_command
 from synth.sources import (
     DataCard,
     ProfileLimits,
@@ -23,7 +24,6 @@ from synth.sources import (
     profile,
     profile_all,
 )
-from synth.sources.commands import profile_command
 
 # `synth.sources.profile` the attribute is the function; the module is reached through importlib.
 profile_module = importlib.import_module("synth.sources.profile")
@@ -496,3 +496,27 @@ def test_csv_dialect_fallbacks(shared_data: Path, tmp_path: Path):
     mostly_bad.write_text("a,b\n1,2\n" + "1,2,3\n" * 5)
     with pytest.raises(SourceProfileError, match="cannot parse as CSV"):
         profile(mostly_bad)
+
+
+def test_referenced_tables_follow_foreign_keys_and_id_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from synth.sources import profile_all
+
+    database = tmp_path / "music.sqlite"
+    with sqlite3.connect(database) as con:
+        con.executescript(
+            "CREATE TABLE Album (AlbumId INTEGER PRIMARY KEY, Title TEXT);"
+            "CREATE TABLE Genre (GenreId INTEGER PRIMARY KEY, Name TEXT);"
+            "CREATE TABLE Label (LabelId INTEGER PRIMARY KEY);"
+            "CREATE TABLE Track (TrackId INTEGER PRIMARY KEY, AlbumId INTEGER REFERENCES Album(AlbumId),"
+            " GenreId INTEGER, Name TEXT);"
+        )
+    card = profile_all(database, use_cache=False)[0]
+    assert sorted(card.referenced_tables("Track")) == ["Album", "Genre"]  # FK, and a GenreId column
+    assert card.referenced_tables("Album") == [] and card.referenced_tables(None) == []
+    visits = [card.focus_table(v) for v in range(4)]
+    assert sorted(visits) == ["Album", "Genre", "Label", "Track"]  # every table once before any repeats
+    assert card.focus_table(4) == visits[0]
+
+

@@ -50,11 +50,21 @@ def test_data_loads_from_runs_exports_and_dataset_folders(run_dir, tmp_path):
         load_sft_rows([tmp_path / "bad.jsonl"])
 
 
-def test_config_defaults_are_upstream_and_bad_keys_are_errors(tmp_path):
-    default = load_sft_config()
-    first, second = default.stages
+def test_config_presets_and_bad_keys_are_errors(tmp_path):
+    upstream = load_sft_config(preset="upstream")
+    first, second = upstream.stages
     assert (first.kind, first.learning_rate, first.num_train_epochs, first.max_length) == ("reasoning", 5e-5, 3, 8192)
     assert (second.kind, second.learning_rate, second.max_length) == ("interaction", 5e-6, 32768)
+    assert upstream.lora is None  # decided at run time: LoRA without a GPU
+    cpu = load_sft_config(preset="cpu")
+    assert cpu.lora is True and cpu.logging_steps == 1
+    assert [(s.kind, s.learning_rate, s.max_length) for s in cpu.stages] == [("reasoning", 2e-4, 4096),
+                                                                            ("interaction", 1e-4, 4096)]
+    assert load_sft_config().preset == "cpu"  # this machine has no GPU: nothing given means the cpu preset
+    over = load_sft_config({"preset": "cpu", "lora": False, "logging_steps": 5})
+    assert (over.preset, over.lora, over.logging_steps, len(over.stages)) == ("cpu", False, 5, 2)
+    with pytest.raises(ConfigError, match="preset 'gpu'"):
+        load_sft_config({"preset": "gpu"})
     path = tmp_path / "sft.yaml"
     path.write_text("stages:\n  - {name: a, kind: reasoning, learning_rate: 1e-4}\nlora: true\n")
     loaded = load_sft_config(path)
@@ -121,5 +131,95 @@ def test_curriculum_then_the_checkpoint_serves_as_an_agent(run_dir, base_model, 
 def test_cli_errors_are_one_line(tmp_path, base_model):
     result = CliRunner().invoke(app, ["train", "sft", "--data", str(tmp_path / "nope"), "--model", str(base_model),
                                       "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no such file or directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_after_the_step_and_leaves_a_usable_model(run_dir, base_model, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during stage 1 of 2: the step finishes, the model is saved in OUT, stage 2 does not start, exit 130;
+    the progress line (loss, tokens/s, ETA) and the loss curve were written as it went."""
+    import os
+    import signal
+
+    from synth.commands.train import sft as sft_command
+    from train.progress import TrainLog
+
+    original = TrainLog.on_step_end
+
+    def press_ctrl_c_after_step_1(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(TrainLog, "on_step_end", press_ctrl_c_after_step_1)
+    config = tmp_path / "sft.yaml"
+    config.write_text(json.dumps({"stages": [_stage("reasoning", "reasoning", max_steps=5),
+                                             _stage("interaction", "interaction", max_steps=5)],
+                                  "logging_steps": 1}))
+    out = tmp_path / "sft"
+    assert sft_command([str(run_dir)], str(base_model), out, config) == 130
+    captured = capsys.readouterr()
+    assert "stage 1/2 reasoning  step 1/5" in captured.err and "tok/s" in captured.err and "ETA" in captured.err
+    assert "Ctrl-C: stopping after this micro-batch" in captured.err and "interrupted: the model saved" in captured.err
+    summary = json.loads((out / "sft_result.json").read_text())
+    assert summary["interrupted"] and [s["name"] for s in summary["stages"]] == ["reasoning"]
+    assert summary["stages"][0]["steps"] == 1 and summary["stages"][0]["interrupted"]
+    curve = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["step"]) for e in curve] == [("reasoning", 1)] and math.isfinite(curve[0]["loss"])
+    assert curve[0]["peak_rss_bytes"] > 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+    from synth.llm import load_model
+
+    model = load_model(f"hf:{out}?device=cpu&seed=0")
+    assert model.family == "deepanalyze"
+
+    async def ask():
+        try:
+            return await model.chat([{"role": "user", "content": "# Instruction\nSay hello."}], max_tokens=4)
+        finally:
+            await model.aclose()
+
+    assert asyncio.run(ask()).usage.completion_tokens > 0
+
+
+def test_long_rows_are_left_out_not_cut(run_dir, base_model, tmp_path):
+    rows = load_sft_rows([run_dir], kind="interaction")
+    from train.masking import tokenize_row
+    from train.sft_trainer import load_model_and_tokenizer
+
+    _, tokenizer = load_model_and_tokenizer(base_model)
+    lengths = sorted(len(tokenize_row(tokenizer, r)["input_ids"]) for r in rows)
+    assert lengths[0] < lengths[1]
+    config = {"stages": [_stage("interaction", "interaction", max_length=lengths[0])], "logging_steps": 1}
+    result = run_sft([run_dir], base_model, tmp_path / "short", config)
+    assert (result.stages[0].rows, result.stages[0].dropped_long, result.stages[0].longest) == (2, 1, lengths[1])
+    from synth.errors import SynthError
+
+    with pytest.raises(SynthError, match="every row is longer than max_length 16"):
+        run_sft([run_dir], base_model, tmp_path / "none", {"stages": [_stage("i", "interaction", max_length=16)]})
+
+
+def test_lora_on_an_untied_model_trains_the_tag_rows_and_the_head(run_dir, tmp_path):
+    """Like the embedded GGUFs (output head not tied): LoRA trains only the tag tokens' rows of the input table
+    and the whole head, merged into a plain checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from synth.protocol import SPECIAL_TOKENS
+    from train.sft_trainer import load_model_and_tokenizer
+
+    base = build_tiny_model(tmp_path / "untied", vocab_size=512, tied=False)
+    out = tmp_path / "out"
+    result = run_sft([run_dir], base, out, {"stages": [_stage("interaction", "interaction", max_steps=3)],
+                                            "lora": True, "logging_steps": 1})
+    assert result.settings["lora"] and result.stages[0].steps == 3
+    start, tokenizer = load_model_and_tokenizer(base)  # the tags added and initialised, as training began
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    tags = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+    before, after = start.get_input_embeddings().weight, trained.get_input_embeddings().weight
+    others = [i for i in range(before.shape[0]) if i not in tags]
+    assert not torch.allclose(before[tags], after[tags])  # the tag rows learned
+    assert torch.equal(before[others], after[others])  # no other row of the table moved
+    assert not torch.allclose(start.get_output_embeddings().weight, trained.get_output_embeddings().weight)
+    assert not trained.config.tie_word_embeddings

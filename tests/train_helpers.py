@@ -13,7 +13,8 @@ import yaml
 
 from doubles import ScriptedChatModel
 from synth.agent import AgentConfig, run_agent
-from synth.checklist import RuleItem, source_files
+from synth.checklist import RuleItem
+from synth.sources.ref import source_refs
 from synth.dataset.record import Record, RewardSpec, record_id, write_records
 from synth.protocol import build_user_prompt
 from synth.sandbox import get_sandbox
@@ -64,11 +65,13 @@ def make_run(root: Path) -> Path:
     sources = write_sources(root / "sources")
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
-    refs = source_files([sources / "sales.csv"])
+    refs = source_refs([sources / "sales.csv"])
     qa = agent_trajectory(sources, CORRECT, "What is the total amount?")
     task = agent_trajectory(sources, WITH_ERROR, "Write the total amount per region to by_region.csv.")
     records = [
-        Record.from_trajectory(qa, category="data_analysis", sources=refs, reference=60,
+        Record.from_trajectory(qa, category="data_analysis", sources=refs,
+                               reference={"value": 60, "verified_by": "program", "program": "print(60)",
+                                          "output": "60"},
                                checklist=[RuleItem(id="answered", rule="answer_present")]),
         Record.from_trajectory(task, category="data_preparation", sources=refs,
                                checklist=[RuleItem(id="file", rule="file_created", params={"glob": "by_region.csv"}),

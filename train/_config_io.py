@@ -9,11 +9,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from synth.errors import ConfigError  # the codebase's one ConfigError: a bad config names the file and the key
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad training config; the message names the file and the key."""
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:

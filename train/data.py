@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from synth.protocol import execute_spans
+from train.errors import TrainError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
 _SFT_CONFIGS = ("reasoning", "interaction")
 
 
-class DataError(ValueError):
+class DataError(TrainError):
     """Training data that cannot be read; the message names the path or id and the problem."""
 
 

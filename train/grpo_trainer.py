@@ -169,7 +169,8 @@ class _Rollouts:
 
     async def _episode(self, row: dict[str, Any]):
         from synth.agent import AgentConfig, run_agent
-        from synth.checklist import RuleContext, source_files
+        from synth.checklist import RuleContext
+        from synth.sources.ref import source_refs
         from synth.sandbox.base import Limits
         from train.rewards import score_episode
 
@@ -186,7 +187,7 @@ class _Rollouts:
                 initial = session.snapshot()
                 trajectory = await run_agent(self.policy, session, _instruction(row["prompt"]), config=agent_cfg)
                 ctx = RuleContext(trajectory=trajectory, workspace=Path(session.workspace), state=session.snapshot(),
-                                  initial_state=initial, sources=source_files(files),
+                                  initial_state=initial, sources=source_refs(files),
                                   reference=spec.get("ground_truth"), sandbox=self.sandbox, limits=limits)
                 breakdown = await score_episode(trajectory, spec, ctx=ctx, weights=self.cfg.reward_weights(),
                                                 judge_model=self.judge_model,
@@ -215,9 +216,10 @@ def _unpack(archive: str | None, target: Path) -> list[Path]:
 
 
 def _instruction(prompt: list[dict[str, str]]) -> str:
-    user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
-    body = user.split("# Instruction", 1)[-1] if "# Instruction" in user else user
-    return body.split("\n# Data", 1)[0].strip()
+    """The task text of a row's last user message."""
+    from synth.protocol import instruction_of
+
+    return instruction_of(next((m["content"] for m in reversed(prompt) if m["role"] == "user"), ""))
 
 
 def ds_synth_reward(completions: list[Any], ds_reward: list[float], ds_breakdown: list[str] | None = None,
@@ -236,21 +238,27 @@ def ds_synth_reward(completions: list[Any], ds_reward: list[float], ds_breakdown
 
 def run_grpo(data: str | Path, model: str | Path, out: str | Path,
              config: GRPORunConfig | Path | str | dict | None = None, *, judge_model: Any = None) -> GRPOResult:
-    """GRPO on the prompts of an rl export, starting from `model`; the trained model is saved in `out`.
+    """GRPO on the prompts of an rl export, starting from the model spec `model` (train.models: embedded,
+    embedded:0.5b, a folder or a Hub id); the trained model is saved in `out`.
 
     `judge_model` (a ChatModel) overrides `config.judge_model` (a spec) for openresearch report scoring."""
     import os
 
+    from train.errors import require_train_extra
+
+    require_train_extra()
     import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from train.data import load_rl_rows
+    from train.models import resolve_base_model
     from train.sft_trainer import load_model_and_tokenizer
 
     cfg = config if isinstance(config, GRPORunConfig) else load_grpo_config(config)
     out = Path(out)
     rows = load_rl_rows(data)
+    model = resolve_base_model(model).path
     if judge_model is None and cfg.judge_model:
         from synth.llm import load_model
 
@@ -316,23 +324,4 @@ def run_grpo(data: str | Path, model: str | Path, out: str | Path,
     return result
 
 
-def grpo_command(data: str, model: str, out: Path, config: Path | None = None) -> int:
-    """`synth train grpo`: run GRPO; print a summary line; errors are one line on stderr."""
-    import sys
-
-    from train._config_io import ConfigError
-    from train.data import DataError
-    from train.masking import MaskingError
-
-    try:
-        result = run_grpo(data, model, out, config)
-    except (ConfigError, DataError, MaskingError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    mean = sum(result.rewards) / len(result.rewards) if result.rewards else float("nan")
-    print(f"grpo: {result.steps} steps, {result.episodes} episodes, mean reward {mean:.3f}, "
-          f"{result.tokens_per_second:.0f} tokens/s -> {result.output_dir}")
-    return 0
-
-
-__all__ = ["run_grpo", "grpo_command", "GRPOResult", "PolicyChatModel", "ds_synth_reward"]
+__all__ = ["run_grpo", "GRPOResult", "PolicyChatModel", "ds_synth_reward"]

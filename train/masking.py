@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from synth.protocol import execute_spans as find_execute_spans
+from train.errors import TrainError
 
 IGNORE = -100
 
 
-class MaskingError(ValueError):
+class MaskingError(TrainError):
     """A conversation that cannot be turned into labelled tokens; the message says which and why."""
 
 

@@ -20,12 +20,12 @@ Combination (weights configurable): qa / datatask → ½·(accuracy + interactio
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from synth.protocol import validate
+from synth.llm.replies import json_objects
+from synth.protocol import instruction_of, validate
 from synth.trajectory import Trajectory
 
 REPORT_DIMENSIONS = ("usefulness", "richness", "soundness", "interpretability", "readability")
@@ -130,7 +130,7 @@ def parse_report_scores(text: str) -> dict[str, float] | None:
     values as numbers, "4", "4/5"), or `name: n` lines. Values are clamped to [1, 5]; out-of-5 fractions on
     another scale (e.g. 8/10) are rescaled. None unless all five are found."""
     scores: dict[str, float] = {}
-    for candidate in _json_objects(text):
+    for candidate in json_objects(text):
         lowered = {str(k).strip().lower(): v for k, v in candidate.items()}
         found = {d: _as_score(lowered[d]) for d in REPORT_DIMENSIONS if d in lowered}
         found = {d: v for d, v in found.items() if v is not None}
@@ -144,19 +144,6 @@ def parse_report_scores(text: str) -> dict[str, float] | None:
             if value is not None:
                 scores[name] = value
     return scores if len(scores) == len(REPORT_DIMENSIONS) else None
-
-
-def _json_objects(text: str) -> list[dict[str, Any]]:
-    objects = []
-    decoder = json.JSONDecoder()
-    for start in [m.start() for m in re.finditer(r"\{", text)]:
-        try:
-            value, _ = decoder.raw_decode(text[start:])
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            objects.append(value)
-    return objects
 
 
 def _as_score(value: Any) -> float | None:
@@ -231,7 +218,7 @@ async def score_episode(
             out.notes.append("no report judge model configured: report term is 0")
             report = 0.0
         else:
-            task = _instruction(trajectory.prompt)
+            task = instruction_of(trajectory.prompt)
             term, out.report_scores, note = await judge_report(judge_model, task, trajectory.answer or "")
             if note:
                 out.notes.append(note)
@@ -247,11 +234,6 @@ async def score_episode(
     out.interaction = out.checklist if out.checklist is not None else (code or 0.0)
     out.total = w.accuracy * out.accuracy + w.interaction * out.interaction
     return out
-
-
-def _instruction(prompt: str) -> str:
-    body = prompt.split("# Instruction", 1)[-1]
-    return body.split("\n# Data", 1)[0].strip()
 
 
 __all__ = [

@@ -56,8 +56,10 @@ def build_tiny_tokenizer(texts: Iterable[str] = (), *, vocab_size: int = 1024):
 
 
 def build_tiny_model(out: Path | str, *, texts: Iterable[str] = (), vocab_size: int = 1024, hidden_size: int = 64,
-                     layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
-    """Write a tiny Qwen2 model folder (config, random weights, tokenizer) to `out`; return `out`."""
+                     layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0, tied: bool = True) -> Path:
+    """Write a tiny Qwen2 model folder (config, random weights, tokenizer) to `out`; return `out`.
+
+    `tied=False` gives the output head its own weights, like the embedded Qwen2.5-Coder GGUFs."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -67,7 +69,7 @@ def build_tiny_model(out: Path | str, *, texts: Iterable[str] = (), vocab_size: 
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=True,
+        max_position_embeddings=4096, tie_word_embeddings=tied,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
     )
     model = Qwen2ForCausalLM(config)

@@ -51,13 +51,36 @@ def add_action_tokens(tokenizer: Any, model: Any | None = None) -> int:
 
     vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    pieces = {t: tokenizer(t, add_special_tokens=False)["input_ids"] for t in missing}  # before they are tokens
     added = tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing]) if missing else 0
     if model is not None:
         embeddings = model.get_input_embeddings().weight.shape[0]
         if embeddings < len(tokenizer):
-            # Mean-initialised rows (transformers' default) start the new tags near the existing distribution.
             model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        if added:
+            init_from_pieces(model, {tokenizer.convert_tokens_to_ids(t): ids for t, ids in pieces.items()})
     return added
+
+
+def init_from_pieces(model: Any, pieces: dict[int, list[int]]) -> None:
+    """Start each new token's input (and untied output) embedding at the mean of the pieces its text had before.
+
+    A tag then begins where the model already was when it read `<`, `Analyze`, `>`: a real base model keeps
+    writing the tags it knows as text, and a few hundred LoRA steps suffice to make them one token each.
+    """
+    import torch
+
+    tables = [model.get_input_embeddings()]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != tables[0].weight.data_ptr():
+        tables.append(output)
+    with torch.no_grad():
+        for table in tables:
+            weight = table.weight
+            for new_id, ids in pieces.items():
+                ids = [i for i in ids if 0 <= i < weight.shape[0] and i != new_id]
+                if ids and new_id < weight.shape[0]:
+                    weight[new_id] = weight[ids].mean(dim=0)
 
 
 def install_chat_template(tokenizer: Any, model: Any | None = None) -> None:
@@ -93,5 +116,5 @@ def prepare_tokenizer_and_model(tokenizer: Any, model: Any | None = None, *, cha
         install_chat_template(tokenizer, model)
 
 
-__all__ = ["DEEPANALYZE_CHAT_TEMPLATE", "STREAM_ROLES", "add_action_tokens", "install_chat_template",
+__all__ = ["DEEPANALYZE_CHAT_TEMPLATE", "STREAM_ROLES", "add_action_tokens", "init_from_pieces", "install_chat_template",
            "prepare_tokenizer_and_model"]

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Literal, Sequence
 import yaml
 
 from synth.dataset.record import Record, read_records
+from synth.errors import SynthError
 from synth.protocol import execute_spans
 
 ExportFormat = Literal["sft", "swift", "rl", "raw"]
@@ -29,7 +30,7 @@ WORKSPACES_DIR = "workspaces"
 _FULL_HASH_LIMIT = 2048 * 1024 * 1024
 
 
-class ExportError(ValueError):
+class ExportError(SynthError, ValueError):
     """Bad export input (missing run, unknown format, source not found …); the message says what and where."""
 
 
@@ -166,9 +167,9 @@ def _source_path(root: Path, name: str, sha256: str, record_id: str) -> Path:
     if candidate is None or not candidate.exists():
         raise ExportError(f"record {record_id}: source {name!r} not found under {root}")
     if candidate.is_file() and candidate.stat().st_size <= _FULL_HASH_LIMIT:
-        from synth.checklist import hash_path
+        from synth.hashing import path_sha256
 
-        if hash_path(candidate) != sha256:
+        if path_sha256(candidate) != sha256:
             raise ExportError(f"record {record_id}: source {candidate} changed since the run (sha256 differs); "
                               "the task's reference answer may no longer hold")
     return candidate
@@ -272,22 +273,7 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def export_command(paths: Sequence[Path], fmt: str, out: Path, *, kind: str | None = None,
-                   sources_root: Path | None = None) -> int:
-    """`synth export`: write the export and print one line about it; errors are one line on stderr, exit 1."""
-    import sys
-
-    try:
-        result = export(paths, fmt, out, kind=kind, sources_root=sources_root)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    extra = f", {result.workspaces} workspace archive(s) in {result.out.parent / WORKSPACES_DIR}" if fmt == "rl" else ""
-    print(f"{result.rows} {fmt} rows -> {result.out}{extra}")
-    return 0
-
-
 __all__ = [
     "ExportError", "ExportResult", "RunRecords", "FORMATS", "load_runs", "sft_row", "swift_row", "rl_row",
-    "rl_rows", "decode_reward_spec", "build_workspace", "export", "write_rows", "read_rows", "export_command",
+    "rl_rows", "decode_reward_spec", "build_workspace", "export", "write_rows", "read_rows",
 ]

@@ -12,15 +12,15 @@ import csv
 import io
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from synth.dataset.record import Record, write_records
+from synth.dataset.record import Record
+from synth.errors import SynthError
 from synth.protocol import execute_spans
 
 QUESTION_COLUMNS = ("question", "utterance", "query", "prompt", "instruction", "problem", "input", "text")
@@ -29,7 +29,7 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _MIN_QUESTION_WORDS = 4  # shorter benchmark questions ("Who won?") would match everything
 
 
-class FilterError(ValueError):
+class FilterError(SynthError, ValueError):
     """Bad filter input (unreadable benchmark file, no question column …); one line saying what and where."""
 
 
@@ -289,53 +289,7 @@ def filter_records(records: Sequence[Record], config: FilterConfig) -> tuple[lis
     return candidates, report
 
 
-def filter_command(paths: Sequence[Path], out: Path, options: dict[str, Any]) -> int:
-    """`synth filter`: filter the records of runs into `out` (records JSONL); print the report and write it to
-    `<out>.report.json`."""
-    from synth.dataset.export import ExportError, load_runs
-
-    try:
-        config = FilterConfig.model_validate({k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        print(f"error: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
-        return 1
-    try:
-        if out.suffix.lower() != ".jsonl":
-            raise FilterError(f"--out {out}: the filtered records are written as JSON lines; use a .jsonl path")
-        runs = load_runs(paths)
-        for run in runs:
-            source = run.origin / "records.jsonl" if run.origin.is_dir() else run.origin
-            if source.resolve() == out.resolve():
-                raise FilterError(f"--out {out} is an input records file; source data is never modified")
-        records = [r for run in runs for r in run.records]
-        kept, report = filter_records(records, config)
-    except (FilterError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    partial = out.with_name(out.name + ".part")
-    partial.unlink(missing_ok=True)
-    write_records(partial, kept, append=False)
-    partial.replace(out)
-    report_path = out.with_name(out.name.removesuffix(".jsonl") + ".report.json")
-    report_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    _copy_config(runs, out)
-    print(report.summary())
-    print(f"records: {out}  report: {report_path}")
-    return 0
-
-
-def _copy_config(runs: list[Any], out: Path) -> None:
-    """Keep the rl export working on the filtered file: it finds sources through a config.yaml beside it."""
-    configs = {(r.origin if r.origin.is_dir() else r.origin.parent) / "config.yaml" for r in runs}
-    configs = {c for c in configs if c.is_file()}
-    target = out.parent / "config.yaml"
-    if len(configs) == 1 and not target.exists():
-        target.write_bytes(next(iter(configs)).read_bytes())
-
-
 __all__ = [
     "FilterConfig", "FilterError", "FilterReport", "Removal", "ContaminationIndex", "instruction_text",
     "turn_count", "token_estimate", "find_duplicates", "find_contaminated", "load_questions", "filter_records",
-    "filter_command",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,13 +19,14 @@ from typing import Any, Callable, Sequence, TypeVar
 from synth.dataset.card import build_card
 from synth.dataset.export import ExportError, load_runs, rl_rows, sft_row
 from synth.dataset.filters import FilterConfig, FilterError, filter_records
+from synth.errors import SynthError
 
 CONFIGS = ("interaction", "reasoning", "rl")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 T = TypeVar("T")
 
 
-class PublishError(RuntimeError):
+class PublishError(SynthError, RuntimeError):
     """Publishing failed (bad input, or the Hub refused for a non-transient reason); one line saying why."""
 
 
@@ -212,29 +212,5 @@ def publish_hub(run_dirs: Sequence[Path | str], repo_id: str, *, private: bool =
     return published
 
 
-def publish_command(run_dirs: Sequence[Path], *, to: Path | None = None, repo_id: str | None = None,
-                    private: bool = False, dedup: bool = False, decontaminate: Sequence[Path] = (),
-                    license: str = "apache-2.0") -> int:
-    if (to is None) == (repo_id is None):
-        print("error: give exactly one of --to DIR or --repo-id ORG/NAME", file=sys.stderr)
-        return 1
-    options = dict(dedup=dedup, decontaminate=list(decontaminate), license=license)
-    try:
-        if to is not None:
-            result = publish_local(run_dirs, to, **options)
-            where = str(to)
-        else:
-            result = publish_hub(run_dirs, repo_id, private=private, log=lambda m: print(m, file=sys.stderr),
-                                 **options)
-            where = f"https://huggingface.co/datasets/{repo_id}"
-    except (PublishError, ExportError, FilterError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if result.filter_summary:
-        print(result.filter_summary)
-    print(", ".join(f"{name}: {n} rows" for name, n in result.rows.items()) + f" -> {where}")
-    return 0
-
-
 __all__ = ["CONFIGS", "PublishError", "PublishedDataset", "build_dataset", "publish_local", "publish_hub",
-           "is_transient", "with_retries", "publish_command"]
+           "is_transient", "with_retries"]

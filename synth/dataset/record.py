@@ -17,21 +17,40 @@ from typing import Any, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from synth.checklist import ChecklistItem, JudgedItem, RuleItem, Verdict
+from synth.checklist.items import ChecklistItem, JudgedItem, RuleItem, Verdict
 from synth.llm.base import Usage
+from synth.protocol import instruction_of
+from synth.sources.ref import SourceRef
 from synth.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
 RewardMethod = Literal["qa", "datatask", "openresearch"]
-_OPEN_ENDED = {"open_research", "report_generation"}
+VerifiedBy = Literal["given", "program", "consensus", "none"]
 
 
-class SourceRef(BaseModel):
+class Reference(BaseModel):
+    """A task's reference answer and how it was verified (stored on the record)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    sha256: str
+    value: Any = None
+    verified_by: VerifiedBy = "none"
+    program: str | None = Field(None, description="The verifier program whose output is the reference.")
+    output: str | None = Field(None, description="What that program printed in its sandbox.")
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_by != "none" and self.value is not None
+
+    @classmethod
+    def coerce(cls, value: Any) -> "Reference | None":
+        """A Reference from a Reference, its dict, or a bare value (an unverified guess); None stays None."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict) and "verified_by" in value:
+            return cls.model_validate(value)
+        return cls(value=value, verified_by="none")
 
 
 class RewardSpec(BaseModel):
@@ -54,7 +73,7 @@ class Record(BaseModel):
     messages: list[dict[str, str]]
     checklist: list[ChecklistItem] = Field(default_factory=list)
     verdict: Verdict | None = None
-    reference: Any = None
+    reference: Reference | None = None
     reward_spec: RewardSpec
     sources: list[SourceRef] = Field(default_factory=list)
     mode: Literal["script", "session"] | None = None  # None for reasoning records (nothing executed)
@@ -62,9 +81,18 @@ class Record(BaseModel):
     usage: dict[str, Any] = Field(default_factory=dict)
     revisions: int = 0
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    task_id: str | None = None  # the id of the user's task (`synth generate --tasks`)
+    seed: dict[str, Any] | None = None  # the task seed the questioner wrote the task over (synth/seeds.py)
+    # With --solves k: how many of k independent solves agreed with the verified reference (empirical difficulty).
+    solves: dict[str, Any] | None = None
     # Reasoning records only.
     variant: str | None = None  # e.g. "distilled" | "refined"
     keywords: list[str] | None = None
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, value: Any) -> Any:
+        return Reference.coerce(value)
 
     @field_validator("messages")
     @classmethod
@@ -96,22 +124,25 @@ class Record(BaseModel):
         verdict: Verdict | None = None,
         reference: Any = None,
         reward_method: RewardMethod | None = None,
+        open_ended: bool = False,
         difficulty: str | None = None,
         models: dict[str, str] | None = None,
         usage: Usage | dict[str, Any] | None = None,
         revisions: int = 0,
+        **extra: Any,
     ) -> "Record":
         """An interaction record from a finished episode.
 
-        `sources` are the episode's sources (SourceRef, `synth.checklist.SourceFile`, dicts or (name, sha256)
-        pairs); `instruction` defaults to the `# Instruction` part of the prompt. The reward method defaults to
-        `openresearch` for open-ended categories, `qa` when there is a reference answer, else `datatask`.
+        `sources` are the episode's sources (SourceRef, dicts or (name, sha256) pairs); `instruction` defaults to
+        the `# Instruction` part of the prompt. The reward method defaults to `openresearch` for an open-ended
+        category (its checklist says `open_ended: true`), `qa` when there is a VERIFIED reference answer (its
+        value is the ground truth), else `datatask` — an unverified guess is never a reward's ground truth.
         """
-        refs = [_source_ref(s) for s in sources]
-        task = instruction if instruction is not None else _instruction_of(trajectory.prompt)
-        method = reward_method or (
-            "openresearch" if category in _OPEN_ENDED else "qa" if reference is not None else "datatask"
-        )
+        refs = [SourceRef.coerce(s).model_copy(update={"path": None}) for s in sources]  # records hold no paths
+        task = instruction if instruction is not None else instruction_of(trajectory.prompt)
+        reference = Reference.coerce(reference)
+        verified = reference is not None and reference.verified
+        method = reward_method or ("openresearch" if open_ended else "qa" if verified else "datatask")
         items = list(checklist)
         if usage is None:
             usage = trajectory.usage
@@ -124,36 +155,21 @@ class Record(BaseModel):
             checklist=items,
             verdict=verdict,
             reference=reference,
-            reward_spec=RewardSpec(method=method, ground_truth=reference, checklist=items),
+            reward_spec=RewardSpec(method=method, ground_truth=reference.value if verified else None,
+                                   checklist=items),
             sources=refs,
             mode=trajectory.mode,
             models=dict(models) if models else ({"solver": trajectory.model} if trajectory.model else {}),
             usage=usage.to_dict() if isinstance(usage, Usage) else dict(usage),
             revisions=revisions,
+            **extra,
         )
-
-
-def _source_ref(source: Any) -> SourceRef:
-    if isinstance(source, SourceRef):
-        return source
-    if isinstance(source, dict):
-        return SourceRef(name=source["name"], sha256=source["sha256"])
-    if isinstance(source, (tuple, list)) and len(source) == 2:
-        return SourceRef(name=str(source[0]), sha256=str(source[1]))
-    if hasattr(source, "name") and hasattr(source, "sha256"):
-        return SourceRef(name=str(source.name), sha256=str(source.sha256))
-    raise TypeError(f"cannot read a source reference (name, sha256) from {source!r}")
-
-
-def _instruction_of(prompt: str) -> str:
-    body = prompt.split("# Instruction", 1)[-1]
-    return body.split("\n# Data", 1)[0].strip()
 
 
 def record_id(sources: Iterable[Any], instruction: str, *, variant: str | None = None) -> str:
     """A stable id: the same task text over the same source contents gives the same id, whatever the file order
     or names. `variant` separates records of one task that must coexist (e.g. distilled vs refined)."""
-    hashes = sorted(_source_ref(s).sha256 for s in sources)
+    hashes = sorted(SourceRef.coerce(s).sha256 for s in sources)
     text = " ".join(instruction.split())
     payload = json.dumps({"sources": hashes, "instruction": text, "variant": variant}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
@@ -233,4 +249,4 @@ def read_records(path: Path | str) -> list[Record]:
     return records
 
 
-__all__ = ["Record", "RewardSpec", "SourceRef", "record_id", "write_records", "read_records"]
+__all__ = ["Record", "Reference", "VerifiedBy", "RewardSpec", "SourceRef", "record_id", "write_records", "read_records"]

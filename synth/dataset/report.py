@@ -12,7 +12,6 @@ import base64
 import html
 import io
 import json
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any
 
 from synth.dataset.filters import token_estimate, turn_count
 from synth.dataset.record import read_records
+from synth.errors import SynthError
 
 
-class ReportError(ValueError):
+class ReportError(SynthError, ValueError):
     """The run directory cannot be reported on; the message says what and where."""
 
 
@@ -45,11 +45,21 @@ class RunReport:
     accepted_example: dict[str, Any] | None = None  # {"title", "prompt", "assistant"}
     rejected_example: dict[str, Any] | None = None
     kinds: dict[str, int] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)  # synth.verifier.verification_stats
 
     @property
     def acceptance(self) -> float | None:
         total = self.accepted + self.rejected
         return self.accepted / total if total else None
+
+
+def _verification(run_dir: Path, rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    from synth.jsonl import read_jsonl
+    from synth.verifier import verification_stats
+
+    interaction = [r for r in read_jsonl(run_dir / "records.jsonl") if r.get("kind") == "interaction"]
+    return verification_stats(interaction, [r for r in rejected if "stage" not in r]) if interaction or rejected \
+        else {}
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -122,6 +132,7 @@ def build_report(run_dir: Path | str) -> RunReport:
         reject_reasons=reasons.most_common(10),
         wall_time_s=stats.get("wall_time_s"),
         kinds=dict(Counter(r.kind for r in records)),
+        verification=_verification(run_dir, rejected),
     )
     if records:
         best = max(records, key=turn_count)
@@ -195,6 +206,16 @@ def print_summary(report: RunReport, console: Any = None) -> None:
             table.add_row(name, str(fails), str(total))
         console.print(table)
     console.print("revisions: " + ", ".join(f"{k}: {v}" for k, v in report.revisions.items()))
+    verification = report.verification
+    if verification.get("accepted_by_reference"):
+        accuracy = verification.get("accuracy_of_accepted_given")
+        console.print("accepted by reference: " + ", ".join(f"{k}: {v}" for k, v in
+                                                             verification["accepted_by_reference"].items())
+                      + (f"; accuracy of accepted answers on given references: {accuracy:.0%}"
+                         if accuracy is not None else ""))
+        if verification.get("disagreements"):
+            console.print("disagreements with the verified reference: " + ", ".join(
+                f"{k.replace('_', ' ')}: {v}" for k, v in verification["disagreements"].items()))
     if report.turns:
         console.print(f"turns per accepted record: min {min(report.turns)}, max {max(report.turns)}, "
                       f"mean {sum(report.turns) / len(report.turns):.1f}")
@@ -315,6 +336,11 @@ pre.prompt{background:#fffde7;padding:.5rem}pre.stray{color:#b71c1c}details summ
 {% if r.failed_items %}<table><tr><th>item</th><th>failed</th><th>checked</th></tr>
 {% for name, f, c in r.failed_items %}<tr><td>{{ name }}</td><td>{{ f }}</td><td>{{ c }}</td></tr>{% endfor %}</table>
 {% else %}<p>No checklist item failed.</p>{% endif %}
+{% if r.verification.accepted_by_reference %}<h2>Verification</h2><table><tr><th>accepted records by reference</th><th>count</th></tr>
+{% for k, v in r.verification.accepted_by_reference.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}
+{% for k, v in r.verification.disagreements.items() %}<tr><td>{{ k | replace("_", " ") }}</td><td>{{ v }}</td></tr>{% endfor %}
+{% if r.verification.accuracy_of_accepted_given is not none %}<tr><td>accuracy of accepted answers (given references)</td><td>{{ "%.0f%%" % (100 * r.verification.accuracy_of_accepted_given) }}</td></tr>{% endif %}
+</table>{% endif %}
 <h2>Revisions</h2><table><tr><th>revisions</th><th>episodes</th></tr>
 {% for k, v in r.revisions.items() %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
 {% if r.reject_reasons %}<h2>Reject reasons</h2><table><tr><th>reason</th><th>count</th></tr>
@@ -347,17 +373,5 @@ def write_html(report: RunReport, out: Path | str) -> Path:
     return out
 
 
-def report_command(run_dir: Path, *, html: Path | None = None) -> int:
-    try:
-        report = build_report(run_dir)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print_summary(report)
-    if html is not None:
-        print(f"html report: {write_html(report, html)}")
-    return 0
-
-
 __all__ = ["RunReport", "ReportError", "build_report", "print_summary", "render_trajectory", "render_html",
-           "write_html", "report_command"]
+           "write_html"]

@@ -1,9 +1,15 @@
-"""The interaction-trajectory graph (DESIGN §8): propose → solve → inspect → accept/revise/reject.
+"""The interaction-trajectory graph (DESIGN §8): propose → verify → solve → inspect → accept/revise/reject.
 
-    propose ──▶ solve ──▶ inspect ──accept──▶ emit ──▶ END
-       │          ▲          │
-       │          └─revise◀──┤ (feedback to the solver, at most `max_revisions` times)
-       └──────────▶ reject ◀─┘ (questioner failed, or the inspector rejected / revisions ran out) ──▶ END
+    propose ──▶ verify ──▶ solve ──▶ inspect ──accept──────────────────▶ emit ──▶ END
+       │          │          ▲          │                                 ▲
+       │          │          └─revise◀──┤ (feedback, at most max_revisions)│
+       │          │                     ├─still disagrees─▶ tiebreak ─────┘ (a second program agrees with the solver)
+       └──────────┴───────────▶ reject ◀┘ (no task, answerable without the data, rejected, tie-break lost) ──▶ END
+
+`propose` takes the user's task (`--tasks`) or has the questioner write one over a task seed (synth/seeds.py).
+`verify` has the verifier compute a closed-form answer independently (synth/verifier.py); the solver must agree
+with it (`verified_answer`), its feedback never shows the value, and when revisions cannot reconcile the two a
+second independent program decides.
 
 State is plain JSON-able data (so the SQLite checkpointer stores it); lists that grow use reducers. Every node
 is idempotent: re-running it after a crash has the same effect as running it once — `propose` keeps an
@@ -13,235 +19,24 @@ already-proposed task, `solve` starts from a fresh workspace, `emit`/`reject` sk
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import operator
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import Annotated, Any, Callable, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from synth.jsonl import append_jsonl, read_jsonl
-from synth.llm.base import ChatModel, Message
+from synth.graphs import bind, run_thread, thread_finished
+from synth.llm.base import ChatModel
 from synth.llm.metering import MeteredModel, add_usage, usage_totals
-from synth.roles import Role, load_role, load_role_plugin
+from synth.questioner import ProposalRequest, Questioner, QuestionerError, new_questioner, task_checklist
 from synth.sampler import NearDuplicateIndex
 from synth.sandbox.base import ExecutionMode, Limits, Sandbox, SandboxState
+from synth.sources.card import DataCard
+from synth.sources.ref import SourceRef
 from synth.trajectory import Trajectory
 
-# --- the questioner --------------------------------------------------------------------------------------------
-
-CATEGORY_HINTS = {
-    "data_preparation": "load, join, reshape or derive columns and save the prepared table",
-    "data_cleaning": "find and fix missing values, duplicates, bad types or outliers and save the clean table",
-    "data_analysis": "compute specific statistics or aggregates that answer a precise question",
-    "data_insight": "find a notable pattern, trend or relation and explain it with numbers",
-    "modeling": "fit a simple predictive or statistical model and report its quality on held-out data",
-    "report_generation": "write a short markdown report file with key figures from the data",
-    "open_research": "pose and investigate an open question about the data, with evidence",
-}
-DIFFICULTY_HINTS = {
-    "easy": "one or two steps, on the focus table alone",
-    "medium": "a few steps, may join the focus table with one table it references",
-    "hard": "several steps, joins and careful reasoning",
-}
-
-
-class QuestionerError(RuntimeError):
-    """The questioner gave no valid task within its repair budget."""
-
-
-class TaskProposal(BaseModel):
-    """What the questioner outputs (roles/questioner.yaml). Kept small so 0.5B-1.5B models can manage it."""
-
-    model_config = ConfigDict(extra="ignore")  # small models add chatter keys; ignore them, keep the rest strict
-
-    instruction: str = Field(..., min_length=15, max_length=2000)
-    files: list[str] = Field(default_factory=list)
-    deliverables: list[str] = Field(default_factory=list, max_length=5)
-    reference_answer: str | None = None
-    checklist: list[dict[str, Any]] = Field(default_factory=list, max_length=6)
-
-    @field_validator("reference_answer", mode="before")
-    @classmethod
-    def _scalar_to_text(cls, value: Any) -> Any:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str) and value.strip().lower() in ("", "null", "none", "n/a"):
-            return None
-        return value
-
-    @field_validator("deliverables")
-    @classmethod
-    def _plain_file_names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not name or name.startswith(("/", "\\")) or ".." in Path(name).parts or not re.search(r"\.\w+$", name):
-                raise ValueError(f"deliverable {name!r} must be a relative file name with an extension")
-        return value
-
-
-@dataclass
-class ProposalRequest:
-    source: str
-    data_card: str  # DataCard.to_prompt()
-    file_names: list[str]  # what the task may use (the source's files as they appear in the workspace)
-    category: str
-    difficulty: str
-    avoid: list[str] = field(default_factory=list)  # instructions the new task must not repeat
-    focus_table: str | None = None  # the table the task should centre on (spreads tasks over a source's tables)
-    # Tables an easy task reaches through the focus table's id columns only (named -> "Use only the focus table").
-    other_tables: list[str] = field(default_factory=list)
-
-
-@runtime_checkable
-class Questioner(Protocol):
-    """The questioner role's protocol. Plugins (entry point group `ds_synth.roles`, name "questioner") implement
-    it; they are constructed as `cls(model=ChatModel, role=Role | None)`."""
-
-    async def propose(self, request: ProposalRequest) -> TaskProposal: ...
-
-
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The first JSON object in a model reply: bare, fenced (```json), or followed by trailing text."""
-    candidates = [m.group(1) for m in re.finditer(r"```(?:json)?\s*\n?(.*?)```", text, re.S)] + [text]
-    decoder = json.JSONDecoder()
-    for chunk in candidates:
-        for start in (m.start() for m in re.finditer(r"\{", chunk)):
-            try:
-                value, _ = decoder.raw_decode(chunk, start)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    raise ValueError("no JSON object found in the reply")
-
-
-class LLMQuestioner:
-    """The built-in questioner: the role's prompt, one few-shot example, JSON output, bounded repair."""
-
-    def __init__(
-        self,
-        model: ChatModel,
-        role: Role | None = None,
-        *,
-        max_repairs: int = 2,
-        validate_items: Callable[[list[dict[str, Any]]], list[Any]] | None = None,
-        rule_names: Sequence[str] = (),
-    ) -> None:
-        self.model = model
-        self.role = role or load_role("questioner")
-        self.max_repairs = max_repairs
-        self.validate_items = validate_items
-        self.rule_names = list(rule_names)
-
-    async def propose(self, request: ProposalRequest) -> TaskProposal:
-        context = {
-            "category": request.category,
-            "difficulty": request.difficulty,
-            "category_hint": CATEGORY_HINTS.get(request.category, request.category),
-            "difficulty_hint": DIFFICULTY_HINTS.get(request.difficulty, request.difficulty),
-            "data_card": request.data_card,
-            "avoid": request.avoid,
-            "rule_names": ", ".join(self.rule_names) or "answer_present",
-            "files": request.file_names,
-            "focus_table": request.focus_table,
-        }
-        messages: list[Message] = [{"role": "system", "content": self.role.render_system(**context)}]
-        messages += self.role.few_shot_messages(**context)  # type: ignore[arg-type]
-        messages.append({"role": "user", "content": self.role.render_user(**context)})
-        params = self.role.params
-        last_error = ""
-        for attempt in range(self.max_repairs + 1):
-            completion = await self.model.chat(
-                messages,
-                max_tokens=params.get("max_tokens", 600),
-                temperature=params.get("temperature", 0.7) if attempt == 0 else 0.2,
-                response_format={"type": "json_object"},
-            )
-            try:
-                return self._validated(completion.text, request, last_try=attempt == self.max_repairs)
-            except ValueError as exc:
-                last_error = _one_line(str(exc))
-            messages = messages + [
-                {"role": "assistant", "content": completion.text},
-                {"role": "user", "content": f"That reply is invalid: {last_error}\nReply again with ONE corrected "
-                                            "JSON object only, same keys, nothing else."},
-            ]
-        raise QuestionerError(f"questioner gave no valid task after {self.max_repairs + 1} tries: {last_error}")
-
-    def _validated(self, text: str, request: ProposalRequest, last_try: bool = False) -> TaskProposal:
-        data = parse_json_object(text)
-        try:
-            task = TaskProposal.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
-        # Small models list tables or miscase names here; keep the real files they meant, never invent one.
-        by_lower = {name.lower(): name for name in request.file_names}
-        task.files = list(dict.fromkeys(by_lower[f.lower()] for f in task.files if f.lower() in by_lower))
-        if not task.files:
-            task.files = list(request.file_names)
-        task.instruction = _with_full_file_names(task.instruction, task.files)
-        unnamed = [name for name in task.deliverables if name not in task.instruction]
-        if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
-            task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."
-        # Small models write a join into an easy task even when they saw one table only, and repeat it when asked
-        # to fix it: when the focus table's id columns can answer it, the task gets the constraint spelled out.
-        if _tables_named(task.instruction, request.other_tables) and request.focus_table:
-            task.instruction = f"{task.instruction.rstrip()} Use only the `{request.focus_table}` table."
-        if self.validate_items is not None and task.checklist:
-            if last_try:
-                # Last try: a sound task is worth more than its malformed optional checks; keep the valid ones.
-                task.checklist = [item for item in task.checklist if self._item_is_valid(item)]
-            else:
-                self.validate_items(task.checklist)  # raises ValueError naming the bad item
-        return task
-
-    def _item_is_valid(self, item: dict[str, Any]) -> bool:
-        try:
-            self.validate_items([item])  # type: ignore[misc]
-        except ValueError:
-            return False
-        return True
-
-
-def _with_full_file_names(text: str, files: Sequence[str]) -> str:
-    """`Chinook_Sqlite` -> `Chinook_Sqlite.sqlite`: a file named without its extension sends the agent to a path
-    that does not exist (and sqlite3.connect would silently create it). Only when the full name appears nowhere;
-    a stem that is an ordinary word is replaced only where it names the file ("In music," but not "music sales")."""
-    for name in files:
-        stem = Path(name).stem
-        if not stem or stem == name or name in text:
-            continue
-        bare = rf"(?<![\w.]){re.escape(stem)}(?![\w.])"
-        if re.fullmatch(r"[a-z]+", stem):
-            text = re.sub(rf"(?i)(\b(?:in|from|of|file|database|open)\s+`?){bare}", rf"\g<1>{name}", text)
-        else:
-            text = re.sub(bare, name, text)
-    return text
-
-
-def _tables_named(text: str, tables: Sequence[str]) -> list[str]:
-    """The tables `text` names as words (any case, optional plural), not as parts of column names like AlbumId."""
-    return [t for t in tables if re.search(rf"(?<![\w.]){re.escape(t)}(?:s|es)?(?!\w)", text, re.IGNORECASE)]
-
-
-def make_questioner(model: ChatModel, roles_dir: Path | None = None, **options: Any) -> Questioner:
-    """A plugin questioner if one is registered, else the built-in LLM questioner."""
-    role = load_role("questioner", roles_dir)
-    plugin = load_role_plugin("questioner")
-    if plugin is not None:
-        instance = plugin(model=model, role=role)
-        if not isinstance(instance, Questioner):
-            raise TypeError(f"role plugin {plugin.__name__} does not implement the Questioner protocol (propose)")
-        return instance
-    return LLMQuestioner(model, role, **options)
-
-
-# --- state -----------------------------------------------------------------------------------------------------
+QUESTIONER_CARD_CHARS = 2500  # the card is cut to this for the questioner (small models, slow prefill)
 
 
 class EpisodeState(TypedDict, total=False):
@@ -249,6 +44,11 @@ class EpisodeState(TypedDict, total=False):
     task: dict[str, Any] | None  # TaskProposal.model_dump()
     attempts: Annotated[list[dict[str, Any]], operator.add]  # one per solve: trajectory + sandbox states
     verdicts: Annotated[list[dict[str, Any]], operator.add]  # one per inspect
+    checklist: list[dict[str, Any]]  # the items the last verdict was made with (what the record stores)
+    reference: dict[str, Any] | None  # synth.dataset.record.Reference: the verified (or given) reference
+    closed_form: bool | None  # None: not decided (verification off); False: open-ended, nothing to verify
+    tiebreak: dict[str, Any] | None  # the second independent program, when one was needed
+    solves: list[dict[str, Any]]  # with --solves k: the answers of the k-1 extra independent solves
     revisions: int
     feedback: str | None
     outcome: str | None  # "accepted" | "duplicate" | "rejected"
@@ -258,69 +58,26 @@ class EpisodeState(TypedDict, total=False):
     elapsed_s: Annotated[float, operator.add]
 
 
-# --- what the graph needs from the run -----------------------------------------------------------------------
-
-
-@dataclass
-class SourceInfo:
-    """One source as the graph sees it (built from a DataCard)."""
-
-    name: str
-    path: Path  # the source file in the user's folder (copied, never written)
-    sha256: str
-    prompt: str  # DataCard.to_prompt()
-    kind: str = ""
-    questioner_chars: int = 2500  # the card is cut to this for the questioner (small models, slow prefill)
-    card: Any = None  # the DataCard, when the run profiled one
-
-    @property
-    def prompt_short(self) -> str:
-        return self.prompt if len(self.prompt) <= self.questioner_chars else self.prompt[: self.questioner_chars] + "\n…"
-
-    def focus_table(self, visit: int) -> str | None:
-        """The table the source's `visit`-th episode centres on: every table once (in an order fixed by the source's
-        hash) before any repeats, so a resumed run asks the same and no two early episodes share a prompt."""
-        tables = sorted(t.name for t in (self.card.tables if self.card is not None else []) if not t.is_view)
-        if not tables:
-            return None
-        tables.sort(key=lambda name: hashlib.sha256(f"{self.sha256}:{name}".encode()).hexdigest())
-        return tables[visit % len(tables)]
-
-    def referenced_tables(self, focus: str | None) -> list[str]:
-        """Tables the focus table points at (a foreign key, or a column named like `AlbumId`): a task on the focus
-        table alone can still speak of them through those id columns."""
-        if focus is None or self.card is None:
-            return []
-        table = self.card.table(focus)
-        columns = {c.name.lower() for c in table.columns}
-        named = {fk.ref_table for fk in table.foreign_keys}
-        return [t.name for t in self.card.tables
-                if t.name != focus and (t.name in named or f"{t.name.lower()}id" in columns)]
-
-    def questioner_card(self, focus: str | None, *, alone: bool = False) -> str:
-        if focus is None or self.card is None:
-            return self.prompt_short
-        return self.card.focus_prompt(focus, self.questioner_chars, alone=alone)
-
-
 EventHook = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
 class EpisodeDeps:
-    """Shared, non-serialisable things the nodes use. One per run; the state carries only data."""
+    """The runtime context of the graph: shared, non-serialisable things the nodes use. One per run."""
 
     questioner_model: ChatModel
     solver_model: ChatModel
     inspector_model: ChatModel
     sandbox: Sandbox
-    sources: dict[str, SourceInfo]
-    sink: "EpisodeSink"
+    sources: dict[str, DataCard]  # by name; `path` is the absolute path of the original (copied, never written)
+    sink: Any  # synth.dataset.sink.RecordSink, or a worker's collecting sink
     work_dir: Path  # per-episode sandbox workspaces live here (inside the run dir)
+    verifier_model: ChatModel | None = None  # None: no verification (--no-verify)
     mode: ExecutionMode = "script"
     limits: Limits = field(default_factory=Limits)
     max_rounds: int = 8
     max_revisions: int = 1
+    solves: int = 1
     roles_dir: Path | None = None
     checklists_dir: Path | None = None
     duplicates: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
@@ -331,343 +88,375 @@ class EpisodeDeps:
         if self.on_event is not None:
             self.on_event(kind, payload)
 
-
-class EpisodeSink:
-    """Append-only JSONL outputs with id-based dedupe; safe to call again for something already written."""
-
-    def __init__(self, records_path: Path, rejected_path: Path) -> None:
-        self.records_path = records_path
-        self.rejected_path = rejected_path
-        self._lock = asyncio.Lock()
-        self.record_ids: set[str] = set()
-        self.rejected_episodes: set[str] = set()
-        self.accepted_instructions: list[str] = []
-        self.done_episodes: set[str] = set()
-        for row in read_jsonl(records_path):
-            self.record_ids.add(row.get("id", ""))
-            self.accepted_instructions.append(_instruction_of(row))
-        for row in read_jsonl(rejected_path):
-            self.rejected_episodes.add(row.get("episode_id", ""))
-            self.done_episodes.add(row.get("episode_id", ""))
-
-    async def write_record(self, record: dict[str, Any], episode_id: str) -> bool:
-        """Append `record` unless its id is already written; True if it was appended."""
-        async with self._lock:
-            if record["id"] in self.record_ids:
-                self.done_episodes.add(episode_id)
-                return False
-            append_jsonl(self.records_path, record)
-            self.record_ids.add(record["id"])
-            self.done_episodes.add(episode_id)
-            self.accepted_instructions.append(_instruction_of(record))
-            return True
-
-    async def write_rejected(self, row: dict[str, Any]) -> bool:
-        async with self._lock:
-            if row["episode_id"] in self.rejected_episodes:
-                return False
-            append_jsonl(self.rejected_path, row)
-            self.rejected_episodes.add(row["episode_id"])
-            self.done_episodes.add(row["episode_id"])
-            return True
-
-
-def _instruction_of(row: dict[str, Any]) -> str:
-    messages = row.get("messages") or []
-    prompt = messages[-2]["content"] if len(messages) >= 2 else ""
-    return prompt.split("# Instruction", 1)[-1].split("\n# Data", 1)[0].strip()
-
-
-# --- the parts the nodes call (agent loop, checklist engine, record schema) -------------------------------------
-
-
-def _validate_task_items(raw: list[dict[str, Any]]) -> list[Any]:
-    from synth.checklist import ChecklistError, validate_task_items
-
-    try:
-        return validate_task_items(raw)
-    except ChecklistError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-# Rules a task may add to its checklist (the standing ones already sit in every category checklist).
-_TASK_RULES = ("file_created", "file_nonempty", "table_has_no_nulls", "uses_library", "answer_min_length",
-               "answer_matches", "turns_between")
-
-
-def _type_name(annotation: Any) -> str:
-    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
-    return getattr(args[0] if args else annotation, "__name__", "value").replace("Any", "value")
-
-
-def _rule_names() -> list[str]:
-    """Each task rule with its parameters, as the questioner must write them, e.g. `file_created {"glob": str}`."""
-    from synth.checklist import registered_rules
-
-    rules = registered_rules()
-    shown = []
-    for name in _TASK_RULES:
-        if name not in rules:
-            continue
-        fields = rules[name].params_model.model_fields
-        params = ", ".join(
-            f'"{key}": {_type_name(field.annotation)}{"" if field.is_required() else "?"}' for key, field in fields.items()
-        )
-        shown.append(f"{name} {{{params}}}")
-    return shown
-
-
-async def _run_solver(model: ChatModel, session: Any, instruction: str, files: list[str], *, mode: str,
-                      max_rounds: int, feedback: str | None, roles_dir: Path | None,
-                      cell_timeout_s: float) -> Trajectory:
-    from synth.agent import AgentConfig, run_agent
-
-    config = AgentConfig(max_rounds=max_rounds, feedback=feedback, roles_dir=roles_dir, cell_timeout_s=cell_timeout_s)
-    return await run_agent(model, session, instruction, files=files, config=config)
-
-
-def task_items(task: dict[str, Any]) -> list[Any]:
-    """The task's own checklist: the questioner's items, a `file_created` per deliverable, and — advisory, since
-    a questioner cannot always compute it right — `answer_matches` against its reference answer."""
-    from synth.checklist import validate_items, validate_task_items
-
-    items = list(validate_task_items(task.get("checklist") or []))
-    extra: list[dict[str, Any]] = [
-        {"id": f"deliverable_{i + 1}", "rule": "file_created", "params": {"glob": name},
-         "description": f"deliverable {name} written"}
-        for i, name in enumerate(task.get("deliverables") or [])
-    ]
-    if task.get("reference_answer"):
-        extra.append({"id": "reference_answer", "rule": "answer_matches", "required": False,
-                      "params": {"rel_tolerance": 0.01}})
-    taken = {item.id for item in items}
-    extra = [e for e in extra if e["id"] not in taken]
-    return items + list(validate_items(extra, where="task deliverables"))
-
-
-def _state_from_dict(data: dict[str, Any] | None) -> SandboxState | None:
-    from synth.sandbox.base import FileInfo
-
-    if data is None:
-        return None
-    return SandboxState(files={k: FileInfo(**v) for k, v in data.get("files", {}).items()},
-                        db_rows=dict(data.get("db_rows", {})))
-
-
-async def _inspect_attempt(model: ChatModel, *, category: str, task: dict[str, Any], attempt: dict[str, Any],
-                           source: SourceInfo, sandbox: Sandbox, limits: Limits, checklists_dir: Path | None,
-                           roles_dir: Path | None) -> dict[str, Any]:
-    from synth import checklist as cl
-
-    standing = cl.load_checklist(category, checklists_dir)
-    items = standing.with_task_items(task_items(task))
-    ctx = cl.RuleContext(
-        trajectory=Trajectory.from_dict(attempt["trajectory"]),
-        workspace=Path(attempt["workspace"]),
-        state=_state_from_dict(attempt.get("after")),
-        initial_state=_state_from_dict(attempt.get("before")),
-        sources=[cl.SourceFile(source.path.name, source.path, attempt["source_hash"])],
-        reference=task.get("reference_answer"),
-        sandbox=sandbox,
-        limits=limits,
-    )
-    verdict = await cl.evaluate(items, ctx, model, roles_dir=roles_dir)
-    return verdict.model_dump(mode="json")
-
-
-def _build_record(state: "EpisodeState", source: SourceInfo, models: dict[str, str],
-                  checklists_dir: Path | None) -> dict[str, Any]:
-    """The accepted episode as a Record (synth/dataset/record.py), as its JSON dict."""
-    from synth.checklist import Verdict, load_checklist
-    from synth.dataset.record import Record
-
-    ep, task = state["episode"], state["task"]
-    attempt, verdict = state["attempts"][-1], state["verdicts"][-1]
-    trajectory = Trajectory.from_dict(attempt["trajectory"])
-    usage = dict(state.get("usage") or {})
-    usage["elapsed_s"] = round(float(state.get("elapsed_s") or 0.0), 3)
-    record = Record.from_trajectory(
-        trajectory,
-        category=ep["category"],
-        difficulty=ep["difficulty"],
-        sources=[{"name": source.name, "sha256": source.sha256}],
-        instruction=task["instruction"],
-        checklist=load_checklist(ep["category"], checklists_dir).with_task_items(task_items(task)),
-        verdict=Verdict.model_validate(verdict),
-        reference=task.get("reference_answer"),
-        models=models,
-        usage=usage,
-        revisions=int(state.get("revisions") or 0),
-    )
-    return record.model_dump(mode="json")
+    def questioner(self, model: ChatModel) -> Questioner:
+        if self.questioner_factory is not None:
+            return self.questioner_factory(model)
+        return new_questioner(model, self.roles_dir)
 
 
 # --- nodes -----------------------------------------------------------------------------------------------------
 
 
-def build_interaction_graph(deps: EpisodeDeps):
-    """The uncompiled StateGraph; compile it with a checkpointer (`graph.compile(checkpointer=...)`)."""
+async def propose(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """The user's task, or the questioner writes one over a seed for the episode's source, category and difficulty
+    (kept if already there)."""
+    from synth.checklist import load_checklist
+    from synth.seeds import task_seed
+
+    if state.get("task"):
+        return {}
+    ep = state["episode"]
+    if ep.get("task"):
+        return _user_task(ep, deps)
+    started = time.monotonic()
+    card = deps.sources[ep["source"]]
+    meter = MeteredModel(deps.questioner_model)
+    questioner = deps.questioner(meter)
+    seed = task_seed(card, card.focus_table(ep["index"] // max(1, len(deps.sources))), ep["category"],
+                     ep["difficulty"], ep["episode_id"])
+    focus = seed.table if seed is not None else None
+    easy = ep["difficulty"] == "easy" and not (seed and seed.join)
+    # An easy task is about one table: the questioner sees no other, so it cannot ask for a join.
+    request = ProposalRequest(
+        card.name, card.questioner_prompt(focus, QUESTIONER_CARD_CHARS, alone=easy), [Path(card.path).name],
+        ep["category"], ep["difficulty"], category_hint=load_checklist(ep["category"], deps.checklists_dir).hint,
+        seed=seed.describe() if seed else None, focus_table=focus,
+        other_tables=card.referenced_tables(focus) if easy else [])
+    avoid: list[str] = []
+    try:
+        for _ in range(2):  # one retry when the task only rewords an accepted one
+            request.avoid = avoid
+            task = await questioner.propose(request)
+            twin = deps.duplicates.duplicate_of(task.instruction)
+            if twin is None:
+                break
+            avoid = [twin]
+        else:
+            deps.emit_event("proposed", episode=ep["episode_id"], near_duplicate=True)
+            return {"task": None, "outcome": "rejected", "reason": f"near-duplicate of an accepted task: {twin}",
+                    "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
+    except QuestionerError as exc:
+        return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": usage_totals(meter),
+                "elapsed_s": time.monotonic() - started}
+    deps.emit_event("proposed", episode=ep["episode_id"], instruction=task.instruction)
+    proposal = {**task.model_dump(), "sources": [card.name], "seed": seed.to_dict() if seed else None}
+    return {"task": proposal, "revisions": 0, "feedback": None, "usage": usage_totals(meter),
+            "elapsed_s": time.monotonic() - started}
+
+
+def _user_task(ep: dict[str, Any], deps: EpisodeDeps) -> dict[str, Any]:
+    task = ep["task"]
+    given = task.get("reference")
+    proposal = {"instruction": task["instruction"], "files": [Path(deps.sources[n].path).name for n in task["files"]],
+                "sources": list(task["files"]), "deliverables": [], "reference_answer": None, "checklist": [],
+                "id": task["id"], "seed": None}
+    reference = {"value": given, "verified_by": "given", "program": None, "output": None} if given is not None \
+        else None
+    deps.emit_event("proposed", episode=ep["episode_id"], instruction=task["instruction"])
+    return {"task": proposal, "reference": reference, "closed_form": True if reference else None, "revisions": 0,
+            "feedback": None}
+
+
+def _cards(task: dict[str, Any], ep: dict[str, Any], deps: EpisodeDeps) -> list[DataCard]:
+    return [deps.sources[name] for name in task.get("sources") or [ep["source"]]]
+
+
+async def verify(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """The verifier computes the answer of a closed-form task on its own, over fresh copies of the sources."""
+    from synth.checklist import load_checklist
+    from synth.verifier import compute_reference
+
+    ep, task = state["episode"], state["task"]
+    if deps.verifier_model is None or state.get("reference") is not None or state.get("closed_form") is not None:
+        return {}  # no verifier, a given reference, or already decided (a re-run after a crash)
+    if load_checklist(ep["category"], deps.checklists_dir).open_ended:
+        return {"closed_form": False}
+    started = time.monotonic()
+    cards = _cards(task, ep, deps)
+    meter = MeteredModel(deps.verifier_model)
+    data = "\n".join(c.to_prompt(max_chars=QUESTIONER_CARD_CHARS) for c in cards)
+    computed = await compute_reference(meter, task["instruction"], data, [Path(c.path) for c in cards],
+                                       deps.sandbox, limits=deps.limits, roles_dir=deps.roles_dir)
+    update: dict[str, Any] = {"usage": usage_totals(meter), "elapsed_s": time.monotonic() - started,
+                              "closed_form": computed.closed_form}
+    if computed.closed_form:
+        update["reference"] = {"value": computed.answer, "verified_by": "program" if computed.answer else "none",
+                               "program": computed.program, "output": computed.output}
+        if computed.answer is not None and not computed.reads_data:
+            update.update(outcome="rejected", reason="answerable without the data: the verifier's program printed "
+                                                     "the answer without reading any file of the task")
+    deps.emit_event("verified", episode=ep["episode_id"], closed_form=computed.closed_form,
+                    reference=bool(computed.answer))
+    return update
+
+
+async def solve(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """The agent loop works the task in a fresh sandbox over copies of its sources (feedback from a revision).
+    With --solves k the first attempt is accompanied by k-1 independent solves whose answers measure difficulty."""
+    started = time.monotonic()
+    ep, task = state["episode"], state["task"]
+    attempt = len(state.get("attempts") or [])
+    meter = MeteredModel(deps.solver_model)
+    main, *extra = await asyncio.gather(*[
+        _one_solve(deps, ep, task, meter, f"attempt-{attempt}" if i == 0 else f"solve-{i}", state.get("feedback"),
+                   temperature=None if i == 0 else 0.7 + 0.01 * i)
+        for i in range(deps.solves if attempt == 0 else 1)])
+    deps.emit_event("solved", episode=ep["episode_id"], attempt=attempt, stop=main["trajectory"]["stop_reason"])
+    update: dict[str, Any] = {"attempts": [main], "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
+    if extra:
+        update["solves"] = [{"answer": e["trajectory"].get("answer"), "stop": e["trajectory"]["stop_reason"]}
+                            for e in extra]
+    return update
+
+
+async def _one_solve(deps: EpisodeDeps, ep: dict[str, Any], task: dict[str, Any], meter: MeteredModel, name: str,
+                     feedback: str | None, *, temperature: float | None) -> dict[str, Any]:
+    from synth.agent import AgentConfig, run_agent
+    from synth.hashing import path_sha256
+
+    paths = [Path(c.path) for c in _cards(task, ep, deps)]
+    workspace = deps.work_dir / ep["episode_id"] / name
+    shutil.rmtree(workspace, ignore_errors=True)  # a re-run after a crash starts from a fresh copy
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    # Hash before the episode touches anything: `sources_unchanged` proves the originals were not written.
+    hashes = {p.name: await asyncio.to_thread(path_sha256, p) for p in paths}
+    session = await asyncio.to_thread(deps.sandbox.open, paths, mode=deps.mode, limits=deps.limits,
+                                      workspace=workspace)
+    try:
+        before = await asyncio.to_thread(session.snapshot)
+        config = AgentConfig(max_rounds=deps.max_rounds, feedback=feedback, roles_dir=deps.roles_dir,
+                             cell_timeout_s=deps.limits.timeout_s, temperature=temperature)
+        trajectory = await run_agent(meter, session, task["instruction"], files=[p.name for p in paths],
+                                     config=config)
+        after = await asyncio.to_thread(session.snapshot)
+        workspace_path = str(session.workspace)
+    finally:
+        await asyncio.to_thread(session.close)
+    return {"trajectory": trajectory.to_dict(), "before": before.to_dict(), "after": after.to_dict(),
+            "workspace": workspace_path, "source_hashes": hashes}
+
+
+async def inspect(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """The category checklist, the task's own items and the verified answer, over the last attempt's trajectory
+    and sandbox state."""
+    from synth.checklist import RuleContext, evaluate
+
+    started = time.monotonic()
+    ep, task = state["episode"], state["task"]
+    attempt = state["attempts"][-1]
+    meter = MeteredModel(deps.inspector_model)
+    items = episode_checklist(state, deps.checklists_dir)
+    hashes = attempt.get("source_hashes") or {Path(c.path).name: attempt.get("source_hash")
+                                              for c in _cards(task, ep, deps)}
+    reference = state.get("reference") or {}
+    ctx = RuleContext(
+        trajectory=Trajectory.from_dict(attempt["trajectory"]),
+        workspace=Path(attempt["workspace"]),
+        state=SandboxState.from_dict(attempt["after"]) if attempt.get("after") else None,
+        initial_state=SandboxState.from_dict(attempt["before"]) if attempt.get("before") else None,
+        sources=[SourceRef(name=Path(c.path).name, sha256=hashes[Path(c.path).name], path=Path(c.path))
+                 for c in _cards(task, ep, deps)],
+        reference=reference.get("value") if reference.get("verified_by") not in (None, "none") else
+        task.get("reference_answer"),
+        sandbox=deps.sandbox,
+        limits=deps.limits,
+    )
+    verdict = await evaluate(items, ctx, meter, roles_dir=deps.roles_dir)
+    deps.emit_event("inspected", episode=ep["episode_id"], decision=verdict.decision)
+    return {"verdicts": [verdict.model_dump(mode="json")], "checklist": [i.model_dump(mode="json") for i in items],
+            "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
+
+
+def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None) -> list[Any]:
+    """Standing items of the category, the task's own items, and — when the reference is verified — the required
+    agreement with it (replacing the questioner's advisory guess), the data actually read, and the steps a hard
+    seed needs."""
+    from synth.checklist import load_checklist, validate_items
+
+    task = state["task"]
+    own = task_checklist(task)
+    reference = state.get("reference") or {}
+    extra: list[dict[str, Any]] = []
+    if reference.get("verified_by") not in (None, "none") and reference.get("value") is not None:
+        own = [i for i in own if i.id != "reference_answer"]
+        extra += [{"id": "verified_answer", "rule": "answer_matches", "params": {"rel_tolerance": 0.01},
+                   "description": "the answer agrees with an independent computation"},
+                  {"id": "reads_the_data", "rule": "answer_uses_data"}]
+    seed = task.get("seed") or {}
+    if int(seed.get("min_cells") or 1) > 1:
+        extra.append({"id": "steps", "rule": "min_cells", "params": {"n": int(seed["min_cells"])},
+                      "description": f"a {seed.get('difficulty')} task takes several steps"})
+    standing = load_checklist(state["episode"]["category"], checklists_dir)
+    return standing.with_task_items([*own, *validate_items(extra, where="episode items")])
+
+
+def after_inspect(state: EpisodeState, deps: EpisodeDeps) -> str:
+    verdict = state["verdicts"][-1]
+    if verdict["decision"] == "accept":
+        return "emit"
+    if verdict["decision"] == "revise" and state.get("revisions", 0) < deps.max_revisions:
+        return "revise"
+    blocking = [i for i in verdict.get("items", []) if i["required"] and not i["passed"]]
+    if (verdict["decision"] == "revise" and blocking and all(i["id"] == "verified_answer" for i in blocking)
+            and (state.get("reference") or {}).get("verified_by") == "program" and not state.get("tiebreak")
+            and deps.verifier_model is not None):
+        return "tiebreak"  # only the disagreement with the reference program is left: a second program decides
+    return "reject"
+
+
+async def revise(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """Feedback for the next solve; the verified reference never reaches the solver."""
+    from synth.verifier import redact
+
+    verdict = state["verdicts"][-1]
+    feedback = verdict.get("feedback") or "Fix the failed checks and answer again."
+    return {"revisions": state.get("revisions", 0) + 1,
+            "feedback": redact(feedback, (state.get("reference") or {}).get("value"))}
+
+
+async def tiebreak(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """A second, independent verifier program: when it agrees with the solver, the solver was right."""
+    from synth.verifier import compute_reference, settle
+
+    started = time.monotonic()
+    ep, task = state["episode"], state["task"]
+    cards = _cards(task, ep, deps)
+    meter = MeteredModel(deps.verifier_model)  # type: ignore[arg-type]
+    data = "\n".join(c.to_prompt(max_chars=QUESTIONER_CARD_CHARS) for c in cards)
+    second = await compute_reference(meter, task["instruction"], data, [Path(c.path) for c in cards], deps.sandbox,
+                                     limits=deps.limits, second=True, roles_dir=deps.roles_dir)
+    answer = state["attempts"][-1]["trajectory"].get("answer")
+    verdict, reference, record = settle(state["verdicts"][-1], state.get("reference") or {}, second, answer)
+    deps.emit_event("tiebreak", episode=ep["episode_id"], sided_with=record["sided_with"])
+    update: dict[str, Any] = {"tiebreak": record, "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
+    if verdict is not None:
+        update.update(verdicts=[verdict], reference=reference)
+    return update
+
+
+async def emit(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """Write the accepted episode as a Record (deduplicated by id)."""
+    ep = state["episode"]
+    models = {"solver": deps.solver_model.name, "inspector": deps.inspector_model.name}
+    if not ep.get("task"):
+        models["questioner"] = deps.questioner_model.name
+    if deps.verifier_model is not None and (state.get("reference") or {}).get("verified_by") in ("program",
+                                                                                                 "consensus"):
+        models["verifier"] = deps.verifier_model.name
+    record = build_record(state, _cards(state["task"], ep, deps), models, deps.checklists_dir)
+    written = await deps.sink.write_record(record, ep["episode_id"])
+    if written:
+        deps.duplicates.add(state["task"]["instruction"])
+    shutil.rmtree(deps.work_dir / ep["episode_id"], ignore_errors=True)
+    outcome = "accepted" if written else "duplicate"
+    deps.emit_event("done", episode=ep["episode_id"], outcome=outcome, usage=state.get("usage"))
+    return {"outcome": outcome, "record_id": record["id"]}
+
+
+async def reject(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
+    """Write the rejected episode with its verdicts and last trajectory (deduplicated by episode id)."""
+    ep = state["episode"]
+    reason = state.get("reason")
+    verdicts = state.get("verdicts") or []
+    if reason is None and verdicts:
+        reason = f"inspector decided {verdicts[-1]['decision']} after {state.get('revisions', 0)} revision(s)"
+    attempts = state.get("attempts") or []
+    await deps.sink.write_rejected({
+        "episode_id": ep["episode_id"], "source": ep["source"], "category": ep["category"],
+        "difficulty": ep["difficulty"], "reason": reason, "task": state.get("task"),
+        "verdict": verdicts[-1] if verdicts else None, "verdicts": verdicts,
+        "revisions": state.get("revisions", 0),
+        "trajectory": attempts[-1]["trajectory"] if attempts else None,
+        "reference": state.get("reference"), "closed_form": state.get("closed_form"),
+        "tiebreak": state.get("tiebreak"), "task_id": (state.get("task") or {}).get("id"),
+        "usage": _usage_with_time(state),
+    })
+    shutil.rmtree(deps.work_dir / ep["episode_id"], ignore_errors=True)
+    deps.emit_event("done", episode=ep["episode_id"], outcome="rejected", usage=state.get("usage"))
+    return {"outcome": "rejected", "reason": reason}
+
+
+def build_record(state: EpisodeState, cards: list[DataCard], models: dict[str, str],
+                 checklists_dir: Path | None = None) -> dict[str, Any]:
+    """The accepted episode as a Record (synth/dataset/record.py), as its JSON dict: its checklist is the one the
+    verdict was made with."""
+    from synth.checklist import Verdict, load_checklist, validate_items
+    from synth.dataset.record import Record
+    from synth.verifier import solve_rate
+
+    ep, task = state["episode"], state["task"]
+    attempt, verdict = state["attempts"][-1], state["verdicts"][-1]
+    standing = load_checklist(ep["category"], checklists_dir)
+    if state.get("checklist") is not None:
+        items = validate_items(state["checklist"], where="episode checklist")
+    else:  # a checkpoint from before the checklist was kept in the state
+        items = episode_checklist(state, checklists_dir)
+    reference = state.get("reference")
+    if reference is None and task.get("reference_answer") is not None:
+        reference = {"value": task["reference_answer"], "verified_by": "none"}  # the questioner's unverified guess
+    trajectory = Trajectory.from_dict(attempt["trajectory"])
+    record = Record.from_trajectory(
+        trajectory,
+        category=ep["category"],
+        difficulty=ep["difficulty"],
+        sources=[{"name": c.name, "sha256": c.sha256} for c in cards],
+        instruction=task["instruction"],
+        checklist=items,
+        verdict=Verdict.model_validate(verdict),
+        reference=reference,
+        open_ended=standing.open_ended,
+        models=models,
+        usage=_usage_with_time(state),
+        revisions=int(state.get("revisions") or 0),
+        task_id=task.get("id"),
+        seed=task.get("seed"),
+        solves=solve_rate(trajectory.answer, [s.get("answer") for s in state.get("solves") or []], reference)
+        if state.get("solves") else None,
+    )
+    return record.model_dump(mode="json")
+
+
+def _usage_with_time(state: EpisodeState) -> dict[str, Any]:
+    return {**(state.get("usage") or {}), "elapsed_s": round(float(state.get("elapsed_s") or 0.0), 3)}
+
+
+# --- the graph -------------------------------------------------------------------------------------------------
+
+
+def build_interaction_graph():
+    """The uncompiled StateGraph; compile it with a checkpointer and run it with `run_episode`."""
     from langgraph.graph import END, START, StateGraph
 
-    async def propose(state: EpisodeState) -> dict[str, Any]:
-        if state.get("task"):
-            return {}
-        started = time.monotonic()
-        ep = state["episode"]
-        source = deps.sources[ep["source"]]
-        meter = MeteredModel(deps.questioner_model)
-        factory = deps.questioner_factory or (lambda m: make_questioner(
-            m, deps.roles_dir, validate_items=_validate_task_items, rule_names=_rule_names()))
-        questioner = factory(meter)
-        avoid: list[str] = []
-        focus = source.focus_table(ep["index"] // max(1, len(deps.sources)))
-        # An easy task is about one table: the questioner sees no other, so it cannot ask for a join.
-        card = source.questioner_card(focus, alone=ep["difficulty"] == "easy")
-        easy = ep["difficulty"] == "easy"
-        request = ProposalRequest(source.name, card, [source.path.name], ep["category"], ep["difficulty"],
-                                  focus_table=focus, other_tables=source.referenced_tables(focus) if easy else [])
-        try:
-            for _ in range(2):  # one retry when the task only rewords an accepted one
-                request.avoid = avoid
-                task = await questioner.propose(request)
-                twin = deps.duplicates.duplicate_of(task.instruction)
-                if twin is None:
-                    break
-                avoid = [twin]
-            else:
-                deps.emit_event("proposed", episode=ep["episode_id"], near_duplicate=True)
-                return {"task": None, "outcome": "rejected", "reason": f"near-duplicate of an accepted task: {twin}",
-                        "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
-        except QuestionerError as exc:
-            return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": usage_totals(meter),
-                    "elapsed_s": time.monotonic() - started}
-        deps.emit_event("proposed", episode=ep["episode_id"], instruction=task.instruction)
-        return {"task": task.model_dump(), "revisions": 0, "feedback": None, "usage": usage_totals(meter),
-                "elapsed_s": time.monotonic() - started}
-
-    async def solve(state: EpisodeState) -> dict[str, Any]:
-        started = time.monotonic()
-        ep, task = state["episode"], state["task"]
-        source = deps.sources[ep["source"]]
-        attempt = len(state.get("attempts") or [])
-        workspace = deps.work_dir / ep["episode_id"] / f"attempt-{attempt}"
-        shutil.rmtree(workspace, ignore_errors=True)  # a re-run after a crash starts from a fresh copy
-        workspace.parent.mkdir(parents=True, exist_ok=True)
-        meter = MeteredModel(deps.solver_model)
-        from synth.checklist import hash_path
-
-        source_hash = await asyncio.to_thread(hash_path, source.path)  # before the episode touches anything
-        session = await asyncio.to_thread(
-            deps.sandbox.open, [source.path], mode=deps.mode, limits=deps.limits, workspace=workspace)
-        try:
-            before = await asyncio.to_thread(session.snapshot)
-            trajectory = await _run_solver(
-                meter, session, task["instruction"], [source.path.name], mode=deps.mode,
-                max_rounds=deps.max_rounds, feedback=state.get("feedback"), roles_dir=deps.roles_dir,
-                cell_timeout_s=deps.limits.timeout_s)
-            after = await asyncio.to_thread(session.snapshot)
-            workspace_path = str(session.workspace)
-        finally:
-            await asyncio.to_thread(session.close)
-        deps.emit_event("solved", episode=ep["episode_id"], attempt=attempt, stop=trajectory.stop_reason)
-        return {"attempts": [{"trajectory": trajectory.to_dict(), "before": before.to_dict(),
-                              "after": after.to_dict(), "workspace": workspace_path, "source_hash": source_hash}],
-                "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
-
-    async def inspect(state: EpisodeState) -> dict[str, Any]:
-        started = time.monotonic()
-        ep, task = state["episode"], state["task"]
-        source = deps.sources[ep["source"]]
-        attempt = state["attempts"][-1]
-        meter = MeteredModel(deps.inspector_model)
-        verdict = await _inspect_attempt(
-            meter, category=ep["category"], task=task, attempt=attempt, source=source, sandbox=deps.sandbox,
-            limits=deps.limits, checklists_dir=deps.checklists_dir, roles_dir=deps.roles_dir)
-        deps.emit_event("inspected", episode=ep["episode_id"], decision=verdict["decision"])
-        return {"verdicts": [verdict], "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
-
-    def after_inspect(state: EpisodeState) -> str:
-        decision = state["verdicts"][-1]["decision"]
-        if decision == "accept":
-            return "emit"
-        if decision == "revise" and state.get("revisions", 0) < deps.max_revisions:
-            return "revise"
-        return "reject"
-
-    async def revise(state: EpisodeState) -> dict[str, Any]:
-        verdict = state["verdicts"][-1]
-        return {"revisions": state.get("revisions", 0) + 1,
-                "feedback": verdict.get("feedback") or "Fix the failed checks and answer again."}
-
-    async def emit(state: EpisodeState) -> dict[str, Any]:
-        ep = state["episode"]
-        models = {"questioner": deps.questioner_model.name, "solver": deps.solver_model.name,
-                  "inspector": deps.inspector_model.name}
-        record = _build_record(state, deps.sources[ep["source"]], models, deps.checklists_dir)
-        written = await deps.sink.write_record(record, ep["episode_id"])
-        if written:
-            deps.duplicates.add(state["task"]["instruction"])
-        _cleanup(deps.work_dir / ep["episode_id"])
-        outcome = "accepted" if written else "duplicate"
-        deps.emit_event("done", episode=ep["episode_id"], outcome=outcome, usage=state.get("usage"))
-        return {"outcome": outcome, "record_id": record["id"]}
-
-    async def reject(state: EpisodeState) -> dict[str, Any]:
-        ep = state["episode"]
-        reason = state.get("reason")
-        verdicts = state.get("verdicts") or []
-        if reason is None and verdicts:
-            last = verdicts[-1]
-            reason = f"inspector decided {last['decision']} after {state.get('revisions', 0)} revision(s)"
-        attempts = state.get("attempts") or []
-        await deps.sink.write_rejected({
-            "episode_id": ep["episode_id"], "source": ep["source"], "category": ep["category"],
-            "difficulty": ep["difficulty"], "reason": reason, "task": state.get("task"),
-            "verdict": verdicts[-1] if verdicts else None, "verdicts": verdicts,
-            "revisions": state.get("revisions", 0),
-            "trajectory": attempts[-1]["trajectory"] if attempts else None,
-            "usage": {**(state.get("usage") or {}), "elapsed_s": round(float(state.get("elapsed_s") or 0.0), 3)},
-        })
-        _cleanup(deps.work_dir / ep["episode_id"])
-        deps.emit_event("done", episode=ep["episode_id"], outcome="rejected", usage=state.get("usage"))
-        return {"outcome": "rejected", "reason": reason}
-
-    graph = StateGraph(EpisodeState)
-    for name, node in (("propose", propose), ("solve", solve), ("inspect", inspect), ("revise", revise),
-                       ("emit", emit), ("reject", reject)):
-        graph.add_node(name, node)
+    graph = StateGraph(EpisodeState, context_schema=EpisodeDeps)
+    for node in (propose, verify, solve, inspect, revise, tiebreak, emit, reject):
+        graph.add_node(node.__name__, bind(node))
     graph.add_edge(START, "propose")
-    graph.add_conditional_edges("propose", lambda s: "solve" if s.get("task") else "reject", ["solve", "reject"])
+    graph.add_conditional_edges("propose", lambda s: "verify" if s.get("task") else "reject", ["verify", "reject"])
+    graph.add_conditional_edges("verify", lambda s: "reject" if s.get("outcome") == "rejected" else "solve",
+                                ["solve", "reject"])
     graph.add_edge("solve", "inspect")
-    graph.add_conditional_edges("inspect", after_inspect, ["emit", "revise", "reject"])
+    graph.add_conditional_edges("inspect", bind(after_inspect), ["emit", "revise", "tiebreak", "reject"])
     graph.add_edge("revise", "solve")
+    graph.add_conditional_edges("tiebreak", lambda s: "emit" if s["verdicts"][-1]["decision"] == "accept"
+                                else "reject", ["emit", "reject"])
     graph.add_edge("emit", END)
     graph.add_edge("reject", END)
     return graph
 
 
-def _cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def initial_state(episode: dict[str, Any]) -> EpisodeState:
+    return {"episode": episode, "task": None, "revisions": 0, "feedback": None, "outcome": None, "reason": None,
+            "record_id": None, "reference": None, "closed_form": None, "tiebreak": None}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]
-
-
-async def episode_finished(compiled, episode_id: str) -> bool:
-    """True when the checkpointer holds a finished run of this episode."""
-    snapshot = await compiled.aget_state({"configurable": {"thread_id": episode_id}})
-    return bool(snapshot.values) and not snapshot.next
-
-
-async def run_episode(compiled, episode: dict[str, Any]) -> EpisodeState:
+async def run_episode(compiled: Any, episode: dict[str, Any], deps: EpisodeDeps) -> EpisodeState:
     """Run (or continue, after a crash) one episode on a compiled graph; thread id = the episode id."""
-    config = {"configurable": {"thread_id": episode["episode_id"]}}
-    snapshot = await compiled.aget_state(config)
-    if snapshot.values and not snapshot.next:
-        return snapshot.values  # finished before; its emit/reject already ran
-    if snapshot.values and snapshot.next:
-        return await compiled.ainvoke(None, config)  # resume mid-episode from the last checkpoint
-    initial: EpisodeState = {"episode": episode, "task": None, "revisions": 0, "feedback": None, "outcome": None,
-                             "reason": None, "record_id": None}
-    return await compiled.ainvoke(initial, config)
+    return await run_thread(compiled, episode["episode_id"], initial_state(episode), deps)  # type: ignore[return-value]
+
+
+async def episode_finished(compiled: Any, episode_id: str) -> bool:
+    return await thread_finished(compiled, episode_id)
+
+
+__all__ = ["EpisodeState", "EpisodeDeps", "propose", "verify", "solve", "inspect", "episode_checklist",
+           "after_inspect", "revise", "tiebreak", "emit", "reject", "build_record", "build_interaction_graph", "initial_state", "run_episode", "episode_finished"]

@@ -21,7 +21,7 @@ from synth.llm.base import ChatModel, Completion, Message, ModelError, ModelFami
 
 __all__ = [
     "ChatModel", "Completion", "Message", "ModelError", "ModelFamily", "Usage", "ModelSpec", "DEFAULT_SPEC",
-    "parse_spec", "load_model", "default_spec",
+    "parse_spec", "load_model", "default_spec", "load_role_models",
 ]
 
 DEFAULT_SPEC = "embedded"
@@ -87,6 +87,31 @@ def load_model(spec: str | None = None, *, cache_path: str | Path | None = None,
 
         model = CachedChatModel(model, cache_path)
     return model
+
+
+def load_role_models(
+    specs: dict[str, str],
+    *,
+    base_url: str | None = None,
+    cache_path: str | Path | None = None,
+    wrap: Any = None,
+) -> dict[str, ChatModel]:
+    """One model per role (role -> spec); roles naming the same spec share one instance. `base_url` goes to the
+    openai:… specs, every model gets the response cache at `cache_path`, and `wrap(model, spec)` (when given)
+    wraps a backend before the cache (e.g. a cluster-wide concurrency limit)."""
+    from synth.llm.cache import CachedChatModel
+
+    by_spec: dict[str, ChatModel] = {}
+    models: dict[str, ChatModel] = {}
+    for role, spec in specs.items():
+        if spec not in by_spec:
+            options = {"base_url": base_url} if base_url and spec.startswith("openai:") else {}
+            model = load_model(spec, **options)
+            if wrap is not None:
+                model = wrap(model, spec)
+            by_spec[spec] = CachedChatModel(model, cache_path) if cache_path else model
+        models[role] = by_spec[spec]
+    return models
 
 
 def _check_options(backend_class: type, options: dict[str, Any], spec: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
+from synth.errors import SynthError
+
 
 class Message(TypedDict):
     role: str  # "system" | "user" | "assistant" | "execute" (DeepAnalyze-style templates only)
@@ -53,13 +55,26 @@ class Completion:
     model: str = ""
 
 
-class ModelError(RuntimeError):
-    """A backend failed in a way retrying will not fix (auth, unknown model, missing install)."""
+class ModelError(SynthError, RuntimeError):
+    """A backend failed in a way retrying will not fix (auth, unknown model, missing install, a request the engine
+    rejects, such as a prompt longer than its context)."""
+
+
+class ModelUnavailableError(SynthError, RuntimeError):
+    """A backend kept failing transiently (429/5xx/timeouts/connection) after every retry; a later run may work."""
 
 
 @runtime_checkable
 class ChatModel(Protocol):
-    """Async chat completion.
+    """Async chat completion. The contract every backend keeps (tests/test_chat_model_contract.py):
+
+    - `chat` returns a Completion: `text`, `usage` with prompt and completion token counts filled, `finish_reason`
+      "stop" (ended, or cut at a stop string) or "length" (hit `max_tokens`).
+    - Generation ends at the first stop string, which is NOT part of `text` (OpenAI semantics, whatever the engine
+      does): the agent loop re-appends `</Code>` exactly once.
+    - `max_tokens` bounds `usage.completion_tokens`; `temperature=0` gives the same text for the same request.
+    - Failures raise ModelError (retrying will not help) or ModelUnavailableError (kept failing transiently); both
+      are SynthError. `aclose()` may be called more than once.
 
     `name` is the spec string the model was loaded from (e.g. "embedded:0.5b", "openai:gpt-4o").
     `family` tells the agent loop how to feed Execute output back (DESIGN §3).

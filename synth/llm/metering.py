@@ -1,7 +1,8 @@
-"""Per-node usage metering over a ChatModel shared by many episodes (tokens, cost, calls)."""
+"""Per-node usage metering over a ChatModel shared by many episodes (tokens, cost, calls, seconds in the model)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from synth.llm.base import ChatModel, Completion, Message, Usage
@@ -16,9 +17,14 @@ class MeteredModel:
         self.family = inner.family
         self.usage = Usage()
         self.calls = 0
+        self.seconds = 0.0  # wall time spent waiting for the model (a cache hit costs ~0)
 
     async def chat(self, messages: list[Message], **kwargs: Any) -> Completion:
-        completion = await self.inner.chat(messages, **kwargs)
+        started = time.monotonic()
+        try:
+            completion = await self.inner.chat(messages, **kwargs)
+        finally:
+            self.seconds += time.monotonic() - started
         self.usage = self.usage + completion.usage
         self.calls += 1
         return completion
@@ -39,4 +45,5 @@ def usage_totals(*meters: MeteredModel) -> dict[str, float]:
     for m in meters:
         total = total + m.usage
     return {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
-            "cost_usd": total.cost_usd, "llm_calls": sum(m.calls for m in meters)}
+            "cost_usd": total.cost_usd, "llm_calls": sum(m.calls for m in meters),
+            "model_s": round(sum(m.seconds for m in meters), 3)}

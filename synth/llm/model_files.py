@@ -8,17 +8,16 @@ beside the file records what was verified, so later loads check size + stamp ins
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
+from synth.filelock import file_lock
+from synth.hashing import file_sha256
 from synth.llm.base import ModelError
 
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -98,11 +97,11 @@ def ensure_model_file(model: ModelFile, directory: Path | None = None) -> Path:
     if _stamp_matches(model, target):
         return target
     directory.mkdir(parents=True, exist_ok=True)
-    with _file_lock(directory / f"{model.filename}.lock"):
+    with file_lock(directory / f"{model.filename}.lock"):
         # Another process may have finished the join while we waited for the lock.
         if _stamp_matches(model, target):
             return target
-        if target.is_file() and target.stat().st_size == model.size and _sha256_of(target) == model.sha256:
+        if target.is_file() and target.stat().st_size == model.size and file_sha256(target) == model.sha256:
             _write_stamp(model, target)
             return target
         _join(model, find_parts(model), target)
@@ -178,19 +177,3 @@ def _stamp_matches(model: ModelFile, target: Path) -> bool:
         return False
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

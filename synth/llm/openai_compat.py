@@ -17,13 +17,9 @@ import time
 from typing import Any
 
 from synth.llm._util import check_family, cut_at_stop, family_from_name
-from synth.llm.base import Completion, Message, ModelError, Usage
+from synth.llm.base import Completion, Message, ModelError, ModelUnavailableError, Usage
 
 _OPENAI_STOP_LIMIT = 4  # the OpenAI API accepts at most 4 stop strings; the rest are applied client-side
-
-
-class ModelUnavailableError(RuntimeError):
-    """The endpoint kept failing transiently (429/5xx/timeouts/connection) after every retry."""
 
 
 class _TokenBucket:

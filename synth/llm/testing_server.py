@@ -35,14 +35,17 @@ class RoleScript:
     """A deterministic questioner / solver / inspector for `synth generate` over a FakeOpenAIServer.
 
     The role is recognised from the request alone: the questioner writes `task(category, difficulty, file)` about
-    the file its prompt names, the inspector passes every judged item, the solver sends `code` and, once an
+    the file its prompt names, the inspector passes every judged item, the verifier replies `program` (a Python
+    program printing `ANSWER: …`; default OPEN: nothing to verify), the solver sends `code` and, once an
     <Execute> came back, `answer`. Use it as the server's reply: `FakeOpenAIServer(reply=RoleScript(...))`.
     """
 
-    def __init__(self, task: Callable[[str, str, str], str], code: str, answer: str) -> None:
+    def __init__(self, task: Callable[[str, str, str], str], code: str, answer: str,
+                 program: str | None = None) -> None:
         self.task = task
         self.code = code
         self.answer = answer
+        self.program = program
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body["messages"]
@@ -54,9 +57,14 @@ class RoleScript:
             name = file.group(1) if file else ""
             return json.dumps({"instruction": self.task(kind.group(1), kind.group(2), name), "files": [name],
                                "deliverables": [], "reference_answer": None, "checklist": []})
+        if "You check data-science tasks by computing" in system:
+            return f"```python\n{self.program}\n```" if self.program else "OPEN"
         if "You review the work" in system:
             ids = re.findall(r"- id (\S+):", last)
-            return json.dumps({"answers": [{"id": i, "pass": True, "reason": "ok"} for i in ids]})
+            answer = re.search(r"<Answer>(.*?)</Answer>", " ".join(m["content"] for m in messages), re.S)
+            quote = answer.group(1).strip().splitlines()[0] if answer and answer.group(1).strip() else ""
+            return json.dumps({"answers": [{"id": i, "quote": quote, "pass": True, "reason": f"{quote} is printed"}
+                                           for i in ids]})
         return self.answer if "<Execute>" in last else self.code
 
 
@@ -172,9 +180,10 @@ class FakeOpenAIServer:
             at, matched = min(cuts)
             return (text[: at + len(matched)] if self.include_stop else text[:at]), "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        words = text.split(" ")
+        # Tokens are whitespace-separated words (as in the usage counts); a cut keeps the text up to the last one.
+        words = list(re.finditer(r"\S+", text))
         if max_tokens is not None and len(words) > int(max_tokens):
-            return " ".join(words[: int(max_tokens)]), "length"
+            return text[: words[int(max_tokens) - 1].end()] if int(max_tokens) > 0 else "", "length"
         return text, "stop"
 
 

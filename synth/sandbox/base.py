@@ -10,7 +10,41 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
+from synth.errors import SynthError
+
 ExecutionMode = Literal["script", "session"]
+
+
+class SandboxError(SynthError, RuntimeError):
+    """A sandbox cannot be used as asked: a closed session, a missing engine, a jail that cannot start."""
+
+
+# What a backend can promise about the code it runs. `Sandbox.protections` is the subset that holds on THIS
+# machine (computed from what it allows, not assumed); the contract tests check every claimed one and that an
+# unclaimed one is not claimed. The text says what model code can do when the protection is missing.
+PROTECTIONS: dict[str, str] = {
+    "private_filesystem": "model code can read (and, where permissions allow, write) the host filesystem outside "
+    "its workspace: your home directory, credential files, other projects",
+    "no_network": "model code can reach the network and the host's loopback services",
+    "pid_namespace": "model code can see the host's processes in /proc (their command lines, and the environment, "
+    "API keys included, of processes of its own uid) and name them to signal",
+    "separate_uid": "model code runs as the uid running synth: it can signal (kill) any process of that uid, synth "
+    "included, and read and write whatever that uid can (as uid 0: the system's files, and it can leave its pids "
+    "cgroup)",
+    "rlimits": "model code has no CPU-time, memory or file-size limits",
+    "process_limit": "model code can fork without bound (a fork bomb takes the machine down)",
+    "wall_timeout": "a cell can run forever",
+    "scrubbed_env": "model code sees synth's environment variables (API keys, tokens)",
+    "supervisor": "model code runs as a direct child of synth: killing its parent or its parent's process group "
+    "kills synth",
+}
+
+Protections = frozenset  # a frozenset of PROTECTIONS keys
+
+
+def missing_protections(protections: frozenset[str]) -> list[str]:
+    """The PROTECTIONS a backend does not claim, in the order PROTECTIONS lists them."""
+    return [name for name in PROTECTIONS if name not in protections]
 
 
 @dataclass
@@ -78,6 +112,11 @@ class SandboxState:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "SandboxState":
+        return cls(files={k: FileInfo(**v) for k, v in (data.get("files") or {}).items()},
+                   db_rows={k: dict(v) for k, v in (data.get("db_rows") or {}).items()})
+
 
 class SandboxSession(Protocol):
     workspace: Path
@@ -91,9 +130,15 @@ class SandboxSession(Protocol):
 
 
 class Sandbox(Protocol):
-    """A backend. `open` copies `workspace_files` (files or directories) into a fresh workspace."""
+    """A backend. `open` copies `workspace_files` (files or directories) into a fresh workspace.
+
+    `protections`: the PROTECTIONS that hold for code run by this backend on this machine.
+    """
 
     name: str
+
+    @property
+    def protections(self) -> frozenset[str]: ...
 
     def open(
         self,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from synth.sandbox.base import ExecResult, ExecutionMode, Limits, SandboxState
+from synth.sandbox.base import ExecResult, ExecutionMode, Limits, SandboxError, SandboxState
 from synth.sandbox.snapshot import changed_paths, stat_signature, take_snapshot
 
 OUTPUT_KILL_BYTES = 64 << 20  # a cell printing more than this is killed: the rest would be truncated anyway
@@ -34,7 +34,7 @@ class CellSession:
             raise TypeError(f"cell code must be a str, got {type(code).__name__}")
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"sandbox session over {self.workspace} is closed")
+                raise SandboxError(f"sandbox session over {self.workspace} is closed")
             self._cells += 1
             timeout = self.limits.timeout_s if timeout is None else timeout
             before = stat_signature(self.workspace)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from synth.sandbox.base import ExecResult, ExecutionMode, Limits
+from synth.sandbox.base import ExecResult, ExecutionMode, Limits, SandboxError
 from synth.sandbox.cells import CellSession, CellStream, OutputCapture, copy_sources, split_traceback
 
 DEFAULT_IMAGE = "ds-synth-sandbox:latest"
@@ -38,7 +38,7 @@ def _client(client=None):
         found = docker.from_env()
         found.ping()
     except Exception as exc:  # docker.errors.DockerException and socket errors alike
-        raise RuntimeError(f"no Docker engine answers ({exc.__class__.__name__}: {exc})") from exc
+        raise SandboxError(f"no Docker engine answers ({exc.__class__.__name__}: {exc})") from exc
     return found
 
 
@@ -116,6 +116,9 @@ class DockerSession(CellSession):
         stderr = _read_capped(self._cells_dir / f"{n}.err", limit)
         for name in (f"cell_{n}.py", f"{n}.out", f"{n}.err"):
             (self._cells_dir / name).unlink(missing_ok=True)
+        # Nothing a script cell started may outlive it (as on the local backend). kill -1 from inside reaches every
+        # process of the container's user except the caller and the container's init, which ignores it.
+        self._container.exec_run(["sh", "-c", "kill -KILL -1 2>/dev/null; true"])
         timed_out = exit_code == _TIMEOUT_EXIT
         error = None
         if timed_out:
@@ -247,7 +250,16 @@ class DockerSession(CellSession):
 
 
 class DockerSandbox:
+    """`Sandbox` in containers. Every protection holds: the container has its own filesystem (read-only root, the
+    workspace bind-mounted), no network, its own pid namespace and an unprivileged uid, memory/pids/fsize limits,
+    `timeout -s KILL` per cell, only the image's environment, and the container runtime (never synth) as the cells'
+    parent."""
+
     name = "docker"
+    protections = frozenset({
+        "private_filesystem", "no_network", "pid_namespace", "separate_uid", "rlimits", "process_limit",
+        "wall_timeout", "scrubbed_env", "supervisor",
+    })  # fmt: skip
 
     def __init__(self, image: str = DEFAULT_IMAGE, client=None, build: bool = False):
         self.client = _client(client)
@@ -256,7 +268,7 @@ class DockerSandbox:
             self.client.images.get(image)
         except Exception as exc:
             if not build:
-                raise RuntimeError(
+                raise SandboxError(
                     f"docker image {image!r} not found; build it with `docker build -t {image} -f "
                     f"{DOCKERFILE_DIR / 'Dockerfile'} {DOCKERFILE_DIR}` or pass build=True"
                 ) from exc

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from pathlib import Path
 
+from synth.hashing import file_sha256
 from synth.sandbox.base import FileInfo, SandboxState
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -40,14 +40,6 @@ def stat_signature(workspace: Path) -> StatSignature:
 def changed_paths(before: StatSignature, after: StatSignature) -> list[str]:
     """Paths added or modified between two signatures (deletions are visible in snapshots, not here)."""
     return sorted(p for p, sig in after.items() if before.get(p) != sig)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sqlite_rows(path: Path) -> dict[str, int]:
@@ -108,7 +100,7 @@ def take_snapshot(workspace: Path) -> SandboxState:
     state = SandboxState()
     for full, rel in _walk_files(Path(workspace)):
         try:
-            state.files[rel] = FileInfo(path=rel, size=full.stat().st_size, sha256=_sha256(full))
+            state.files[rel] = FileInfo(path=rel, size=full.stat().st_size, sha256=file_sha256(full))
         except OSError:
             continue
         kind = _database_kind(full)

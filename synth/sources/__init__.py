@@ -1,7 +1,7 @@
 """Data sources → DataCards: discover files under a directory, profile them (cached by hash), render for prompts."""
 
 from synth.sources.card import ColumnProfile, DataCard, Document, ForeignKey, SourceError, TableProfile, ValueCount
-from synth.sources.discover import SourceFile, discover
+from synth.sources.discover import DiscoveredFile, discover
 from synth.sources.profile import (
     PROFILER_VERSION,
     ProfileLimits,
@@ -19,7 +19,7 @@ __all__ = [
     "ForeignKey",
     "ProfileLimits",
     "SourceError",
-    "SourceFile",
+    "DiscoveredFile",
     "SourceProfileError",
     "TableProfile",
     "ValueCount",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Literal, Optional, Union
 
@@ -175,6 +176,32 @@ class DataCard(_Model):
         if len(text) > max_chars:
             text = text[: max_chars - 13].rstrip() + "\n…[truncated]"
         return text
+
+    def focus_table(self, visit: int) -> str | None:
+        """The table the source's `visit`-th task centres on: every table once (in an order fixed by the source's
+        hash) before any repeats, so a resumed run asks the same and no two early tasks share a prompt."""
+        tables = sorted(t.name for t in self.tables if not t.is_view)
+        if not tables:
+            return None
+        tables.sort(key=lambda name: hashlib.sha256(f"{self.sha256}:{name}".encode()).hexdigest())
+        return tables[visit % len(tables)]
+
+    def referenced_tables(self, focus: str | None) -> list[str]:
+        """Tables the focus table points at (a foreign key, or a column named like `AlbumId`): a task on the focus
+        table alone can still speak of them through those id columns."""
+        if focus is None:
+            return []
+        table = self.table(focus)
+        columns = {c.name.lower() for c in table.columns}
+        named = {fk.ref_table for fk in table.foreign_keys}
+        return [t.name for t in self.tables
+                if t.name != focus and (t.name in named or f"{t.name.lower()}id" in columns)]
+
+    def questioner_prompt(self, focus: str | None, max_chars: int = 2500, *, alone: bool = False) -> str:
+        """What the questioner sees: the card centred on `focus` (only it when `alone`), or the whole card."""
+        if focus is None:
+            return self.to_prompt(max_chars=max_chars)
+        return self.focus_prompt(focus, max_chars, alone=alone)
 
     def _fit(self, header: str, blocks: list[str], budget: int) -> str:
         """Compact schemas of as many tables as fit, then a line naming the ones left out."""

@@ -41,7 +41,7 @@ _JUNK_SUFFIXES = ("-journal", "-wal", "-shm", ".wal", ".tmp", ".lock", ".pyc", "
 
 
 @dataclass(frozen=True)
-class SourceFile:
+class DiscoveredFile:
     """One discovered source: `name` is its path relative to the scanned root (POSIX style), unique per run."""
 
     path: Path
@@ -49,7 +49,7 @@ class SourceFile:
     name: str
 
 
-def discover(path: str | os.PathLike) -> list[SourceFile]:
+def discover(path: str | os.PathLike) -> list[DiscoveredFile]:
     """Walk `path` (a directory, or a single file) and return its data sources, sorted by name.
 
     Hidden entries, known junk and files of unknown type are skipped; SQLite/DuckDB files are also recognised by
@@ -64,11 +64,11 @@ def discover(path: str | os.PathLike) -> list[SourceFile]:
         kind = _classify(root)
         if kind is None:
             raise ValueError(f"not a recognised data source (unknown type): {root}")
-        return [SourceFile(path=root.absolute(), kind=kind, name=root.name)]
+        return [DiscoveredFile(path=root.absolute(), kind=kind, name=root.name)]
 
     root_abs = root.absolute()
     root_real = root.resolve()
-    found: list[SourceFile] = []
+    found: list[DiscoveredFile] = []
     seen_targets: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root_abs, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden_or_junk_dir(d))
@@ -90,7 +90,7 @@ def discover(path: str | os.PathLike) -> list[SourceFile]:
                 if target in seen_targets:
                     continue  # the same file reached through a link
                 seen_targets.add(target)
-            found.append(SourceFile(path=file, kind=kind, name=file.relative_to(root_abs).as_posix()))
+            found.append(DiscoveredFile(path=file, kind=kind, name=file.relative_to(root_abs).as_posix()))
     return sorted(found, key=lambda s: s.name)
 
 

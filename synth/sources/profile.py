@@ -9,55 +9,35 @@ statistics come from at most `max_stats_rows` rows per table (the card then says
 from __future__ import annotations
 
 import codecs
-import datetime as _dt
-import decimal
 import hashlib
 import io
 import json
-import math
 import os
 import sqlite3
 import tempfile
 import urllib.parse
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
-
+from synth.errors import SynthError
 from synth.sources.card import (
     ColumnProfile,
     DataCard,
     Document,
     ForeignKey,
-    Scalar,
     SourceError,
     TableProfile,
-    ValueCount,
 )
-from synth.sources.discover import SourceFile, _classify, discover
+from synth.sources.columns import MiB, ProfileLimits, fill_table, is_plain
+from synth.sources.discover import DiscoveredFile, _classify, discover
 
 # Bump when the profile output changes, so cached cards from older code are not reused.
 PROFILER_VERSION = "1"
 
-_MiB = 1024 * 1024
 
 
-class ProfileLimits(BaseModel):
-    """Bounds on the work spent per source (so a 10 GB file costs about as much as a 64 MB one)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_stats_rows: int = 100_000  # rows per table the column statistics are computed over
-    full_read_bytes: int = 64 * _MiB  # text files up to this size are read whole (exact row count)
-    head_bytes: int = 16 * _MiB  # how much of a larger text file is read (row count then estimated)
-    full_hash_bytes: int = 2048 * _MiB  # larger files are fingerprinted from size + head/middle/tail blocks
-    sample_rows: int = 5
-    top_values: int = 5
-    excerpt_chars: int = 2000
-
-
-class SourceProfileError(ValueError):
+class SourceProfileError(SynthError, ValueError):
     """Raised by `profile` when a source cannot be read; `profile_all` turns it into a `SourceError`."""
 
     def __init__(self, path: Union[str, os.PathLike], message: str) -> None:
@@ -72,7 +52,7 @@ def default_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "ds-synth") / "profiles"
 
 
-def profile(source: Union[SourceFile, str, os.PathLike], limits: Optional[ProfileLimits] = None) -> DataCard:
+def profile(source: Union[DiscoveredFile, str, os.PathLike], limits: Optional[ProfileLimits] = None) -> DataCard:
     """Profile one source (no cache). Raises SourceProfileError with a one-line reason when it cannot be read."""
     source = _as_source(source)
     limits = limits or ProfileLimits()
@@ -117,7 +97,7 @@ def profile_all(
 # --------------------------------------------------------------------------------------------------------- cache
 
 
-def _profile_cached(source: SourceFile, limits: ProfileLimits, cache: Optional[Path]) -> DataCard:
+def _profile_cached(source: DiscoveredFile, limits: ProfileLimits, cache: Optional[Path]) -> DataCard:
     sha, mode = _fingerprint(source.path, limits)
     if cache is None:
         return _profile_uncached(source, limits, sha, mode)
@@ -152,7 +132,7 @@ def _warn_cache_unwritable(cache: Path, err: OSError) -> None:
 _UNWRITABLE_CACHES: set[Path] = set()
 
 
-def _profile_uncached(source: SourceFile, limits: ProfileLimits, sha: str, mode: str) -> DataCard:
+def _profile_uncached(source: DiscoveredFile, limits: ProfileLimits, sha: str, mode: str) -> DataCard:
     size = source.path.stat().st_size
     card = DataCard(
         name=source.name,
@@ -175,10 +155,10 @@ def _fingerprint(path: Path, limits: ProfileLimits) -> tuple[str, str]:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size <= limits.full_hash_bytes:
-                for block in iter(lambda: handle.read(_MiB), b""):
+                for block in iter(lambda: handle.read(MiB), b""):
                     digest.update(block)
                 return digest.hexdigest(), "full"
-            block = 4 * _MiB
+            block = 4 * MiB
             digest.update(str(size).encode())
             for offset in (0, size // 2, max(0, size - block)):
                 handle.seek(offset)
@@ -197,20 +177,20 @@ def _unreadable_reason(path: Path, err: OSError) -> str:
     return f"cannot read: {reason}"
 
 
-def _as_source(source: Union[SourceFile, str, os.PathLike]) -> SourceFile:
-    if isinstance(source, SourceFile):
+def _as_source(source: Union[DiscoveredFile, str, os.PathLike]) -> DiscoveredFile:
+    if isinstance(source, DiscoveredFile):
         return source
     path = Path(source)
     kind = _classify(path)
     if kind is None:
         raise SourceProfileError(path, f"unknown source type (suffix {path.suffix!r})")
-    return SourceFile(path=path.absolute(), kind=kind, name=path.name)
+    return DiscoveredFile(path=path.absolute(), kind=kind, name=path.name)
 
 
 # ----------------------------------------------------------------------------------------------------- databases
 
 
-def _profile_sqlite(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_sqlite(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     path = source.path
     for side in ("-wal", "-journal"):
         if Path(f"{path}{side}").exists():
@@ -261,7 +241,7 @@ def _sqlite_table(con: sqlite3.Connection, name: str, is_view: bool, large: bool
     import pandas as pd
 
     frame = pd.DataFrame.from_records(rows, columns=names) if rows else pd.DataFrame(columns=names)
-    _fill_table(table, frame, limits, declared_types=declared, primary_key=pk)
+    fill_table(table, frame, limits, declared_types=declared, primary_key=pk)
     return table
 
 
@@ -294,7 +274,7 @@ def _sqlite_foreign_keys(con: sqlite3.Connection, name: str) -> list[ForeignKey]
     return list(grouped.values())
 
 
-def _profile_duckdb(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_duckdb(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     import duckdb
 
     path = source.path
@@ -347,14 +327,14 @@ def _duckdb_tables(con: Any, limits: ProfileLimits, card: DataCard) -> None:
                 )
         (table.rows,) = con.execute(f"SELECT COUNT(*) FROM {q}").fetchone()
         frame = con.execute(f"SELECT * FROM {q} LIMIT {limits.max_stats_rows}").df()
-        _fill_table(table, frame, limits, declared_types=types, primary_key=pk)
+        fill_table(table, frame, limits, declared_types=types, primary_key=pk)
         card.tables.append(table)
 
 
 # ------------------------------------------------------------------------------------------------- files: tables
 
 
-def _profile_delimited(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_delimited(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     text, complete, encoding_note = _read_text_head(source.path, card.size_bytes, limits)
     if encoding_note:
         card.notes.append(encoding_note)
@@ -369,11 +349,11 @@ def _profile_delimited(source: SourceFile, limits: ProfileLimits, card: DataCard
         table.rows = _estimate_rows(len(frame), len(text.encode("utf-8", "replace")), card.size_bytes)
         table.rows_approx = True
         card.notes.append(f"large file: profiled its first {_mib(limits.head_bytes)}; row count estimated")
-    _fill_table(table, frame.head(limits.max_stats_rows), limits)
+    fill_table(table, frame.head(limits.max_stats_rows), limits)
     card.tables.append(table)
 
 
-def _parse_delimited(source: SourceFile, text: str, sep: str, card: DataCard) -> Any:
+def _parse_delimited(source: DiscoveredFile, text: str, sep: str, card: DataCard) -> Any:
     """Parse with pandas; on failure retry the dialects seen in real exports before giving up."""
     import pandas as pd
 
@@ -400,7 +380,7 @@ def _parse_delimited(source: SourceFile, text: str, sep: str, card: DataCard) ->
     raise SourceProfileError(source.path, f"cannot parse as {source.kind.upper()}: {_one_line(first_error)}")
 
 
-def _profile_excel(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_excel(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     import pandas as pd
 
     try:
@@ -417,7 +397,7 @@ def _profile_excel(source: SourceFile, limits: ProfileLimits, card: DataCard) ->
             table = TableProfile(name=str(sheet), rows=len(frame))
             if len(frame) >= limits.max_stats_rows:
                 table.rows, table.rows_approx = _excel_sheet_rows(workbook, sheet, len(frame))
-            _fill_table(table, frame, limits)
+            fill_table(table, frame, limits)
             card.tables.append(table)
 
 
@@ -432,7 +412,7 @@ def _excel_sheet_rows(workbook: Any, sheet: str, sampled: int) -> tuple[int, boo
         return sampled, True
 
 
-def _profile_parquet(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_parquet(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -444,11 +424,11 @@ def _profile_parquet(source: SourceFile, limits: ProfileLimits, card: DataCard) 
     schema = parquet.schema_arrow
     frame = (batch if batch is not None else schema.empty_table()).to_pandas()
     table = TableProfile(name=Path(source.name).stem, rows=parquet.metadata.num_rows)
-    _fill_table(table, frame, limits, declared_types={f.name: str(f.type) for f in schema})
+    fill_table(table, frame, limits, declared_types={f.name: str(f.type) for f in schema})
     card.tables.append(table)
 
 
-def _profile_json(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_json(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     if card.size_bytes > limits.full_read_bytes:
         raise SourceProfileError(
             source.path,
@@ -470,7 +450,7 @@ def _profile_json(source: SourceFile, limits: ProfileLimits, card: DataCard) -> 
         card.documents.append(_document(source.name, text, True, limits, "utf-8"))
     for name, frame in tables:
         table = TableProfile(name=name, rows=len(frame))
-        _fill_table(table, frame.head(limits.max_stats_rows), limits)
+        fill_table(table, frame.head(limits.max_stats_rows), limits)
         card.tables.append(table)
 
 
@@ -507,7 +487,7 @@ def _json_tables(data: Any, stem: str) -> list[tuple[str, Any]]:
     return []
 
 
-def _profile_jsonl(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_jsonl(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     import pandas as pd
 
     text, complete, encoding_note = _read_text_head(source.path, card.size_bytes, limits)
@@ -526,17 +506,17 @@ def _profile_jsonl(source: SourceFile, limits: ProfileLimits, card: DataCard) ->
     if all(isinstance(r, dict) for r in records):
         frame = pd.DataFrame.from_records(records)
     else:
-        frame = pd.DataFrame({"value": [json.dumps(r) if not _is_plain(r) else r for r in records]})
+        frame = pd.DataFrame({"value": [json.dumps(r) if not is_plain(r) else r for r in records]})
     table = TableProfile(name=Path(source.name).stem, rows=len(frame))
     if not complete:
         table.rows = _estimate_rows(len(frame), len(text.encode("utf-8", "replace")), card.size_bytes)
         table.rows_approx = True
         card.notes.append(f"large file: profiled its first {_mib(limits.head_bytes)}; row count estimated")
-    _fill_table(table, frame.head(limits.max_stats_rows), limits)
+    fill_table(table, frame.head(limits.max_stats_rows), limits)
     card.tables.append(table)
 
 
-def _profile_text(source: SourceFile, limits: ProfileLimits, card: DataCard) -> None:
+def _profile_text(source: DiscoveredFile, limits: ProfileLimits, card: DataCard) -> None:
     text, complete, encoding_note = _read_text_head(source.path, card.size_bytes, limits)
     if encoding_note:
         card.notes.append(encoding_note)
@@ -558,7 +538,7 @@ def _document(name: str, text: str, complete: bool, limits: ProfileLimits, encod
     )
 
 
-_PROFILERS: dict[str, Callable[[SourceFile, ProfileLimits, DataCard], None]] = {
+_PROFILERS: dict[str, Callable[[DiscoveredFile, ProfileLimits, DataCard], None]] = {
     "sqlite": _profile_sqlite,
     "duckdb": _profile_duckdb,
     "csv": _profile_delimited,
@@ -622,191 +602,6 @@ def _estimate_rows(parsed_rows: int, parsed_bytes: int, size: int) -> int:
     return int(round(parsed_rows * size / max(parsed_bytes, 1)))
 
 
-# ------------------------------------------------------------------------------------------------- column stats
-
-
-def _fill_table(
-    table: TableProfile,
-    frame: Any,
-    limits: ProfileLimits,
-    declared_types: Optional[dict[str, str]] = None,
-    primary_key: Iterable[str] = (),
-) -> None:
-    declared_types = declared_types or {}
-    pk = set(primary_key)
-    table.stats_rows = len(frame)
-    columns = []
-    for i, name in enumerate(frame.columns):
-        series = frame.iloc[:, i]
-        column = _profile_column(str(name), series, limits, declared_types.get(name, ""))
-        column.primary_key = name in pk
-        columns.append(column)
-    table.columns = columns
-    table.sample_rows = [
-        {str(k): _cell(v) for k, v in zip(frame.columns, row)}
-        for row in frame.head(limits.sample_rows).itertuples(index=False, name=None)
-    ]
-
-
-def _profile_column(name: str, series: Any, limits: ProfileLimits, declared: str) -> ColumnProfile:
-    import pandas as pd
-    from pandas.api import types as ptypes
-
-    total = len(series)
-    values = series.dropna()
-    if ptypes.is_object_dtype(values.dtype) and any(isinstance(v, (dict, list)) for v in values.head(1000)):
-        values = values.map(lambda v: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
-    nulls = int(total - len(values))
-    column = ColumnProfile(
-        name=name,
-        type=declared or _infer_type(values),
-        nulls=nulls,
-        null_rate=round(nulls / total, 4) if total else 0.0,
-        distinct=int(values.nunique()),
-    )
-    numeric = _as_numeric(values)
-    if numeric is not None and len(numeric):
-        column.min, column.max = _cell(numeric.min()), _cell(numeric.max())
-        mean = float(numeric.mean())
-        column.mean = mean if math.isfinite(mean) else None
-    elif ptypes.is_datetime64_any_dtype(values.dtype) and len(values):
-        column.min, column.max = _cell(values.min()), _cell(values.max())
-    elif len(values) and _looks_like_dates(values):
-        as_text = values.astype(str)
-        column.min, column.max = str(as_text.min()), str(as_text.max())
-        if not declared:
-            column.type = "datetime" if as_text.str.contains(r"\d:\d").any() else "date"
-    if len(values) and column.distinct < len(values):
-        counts = values.value_counts().head(limits.top_values)
-        column.top_values = [ValueCount(value=_cell(v), count=int(c)) for v, c in counts.items()]
-    column.examples = [_cell(v) for v in pd.unique(values.head(1000))[:3]] if len(values) else []
-    return column
-
-
-def _infer_type(values: Any) -> str:
-    from pandas.api import types as ptypes
-
-    dtype = values.dtype
-    if len(values) == 0:
-        return "unknown (all null)"
-    if ptypes.is_bool_dtype(dtype):
-        return "boolean"
-    if ptypes.is_integer_dtype(dtype):
-        return "integer"
-    if ptypes.is_float_dtype(dtype):
-        # pandas reads an integer column with gaps as float; report what the data is
-        integral = len(values) > 0 and bool((values == values.round()).all())
-        return "integer" if integral else "float"
-    if ptypes.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    kinds = {_py_kind(v) for v in values.head(1000)}
-    if len(kinds) == 1:
-        return kinds.pop()
-    if kinds <= {"integer", "float"}:
-        return "float"
-    return "mixed" if kinds else "string"
-
-
-def _py_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, (float, decimal.Decimal)):
-        return "float"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "blob"
-    if isinstance(value, _dt.datetime):
-        return "datetime"
-    if isinstance(value, _dt.date):
-        return "date"
-    if isinstance(value, _dt.time):
-        return "time"
-    return "string"
-
-
-def _as_numeric(values: Any) -> Optional[Any]:
-    from pandas.api import types as ptypes
-
-    if ptypes.is_bool_dtype(values.dtype):
-        return None
-    if ptypes.is_numeric_dtype(values.dtype):
-        return values
-    if ptypes.is_object_dtype(values.dtype) and len(values) and all(
-        isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool) for v in values
-    ):
-        return values.astype(float)
-    return None
-
-
-def _looks_like_dates(values: Any) -> bool:
-    import pandas as pd
-
-    head = values.head(200)
-    if not all(isinstance(v, str) for v in head):
-        return False
-    if not all(8 <= len(v) <= 32 and v[:4].isdigit() and v[4:5] in "-/" for v in head):
-        return False
-    parsed = pd.to_datetime(head, errors="coerce", format="ISO8601")
-    return bool(parsed.notna().all())
-
-
-def _cell(value: Any) -> Scalar:
-    """Any cell from pandas/numpy/sqlite/duckdb as a JSON-safe scalar."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, str)):
-        return value if not isinstance(value, str) or len(value) <= 200 else value[:199] + "…"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return f"<{len(bytes(value))} bytes>"
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):  # before .item(): pd.Timestamp has one too
-        if value is _NaT():
-            return None
-        if isinstance(value, _dt.datetime) and value.tzinfo is None and value.time() == _dt.time(0):
-            return value.date().isoformat()  # DATE columns arrive as midnight timestamps
-        return value.isoformat()
-    if type(value).__name__ in ("datetime64", "timedelta64"):
-        import pandas as pd
-
-        return _cell(pd.Timestamp(value) if type(value).__name__ == "datetime64" else pd.Timedelta(value))
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        try:
-            value = value.item()  # numpy scalar → Python
-        except (ValueError, AttributeError):
-            pass
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (float, decimal.Decimal)):
-        f = float(value)
-        if math.isnan(f):
-            return None
-        return f if math.isfinite(f) else str(f)
-    try:
-        import pandas as pd
-
-        if value is pd.NaT or (not isinstance(value, (list, dict)) and pd.isna(value)):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (list, dict)):
-        return _cell(json.dumps(value, default=str))
-    return _cell(str(value))
-
-
-def _NaT() -> Any:
-    import pandas as pd
-
-    return pd.NaT
-
-
-def _is_plain(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -817,4 +612,4 @@ def _one_line(err: BaseException) -> str:
 
 
 def _mib(size: int) -> str:
-    return f"{size / _MiB:.1f} MB" if size >= _MiB else f"{size} bytes"
+    return f"{size / MiB:.1f} MB" if size >= MiB else f"{size} bytes"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from synth.config import GenerateConfig
+from synth.generate import generate
 from synth.protocol import extract_code, parse, validate
-from synth.run import generate
 from synth.sandbox import get_sandbox
 from synth.trajectory import Trajectory
 
@@ -61,7 +61,12 @@ def test_generate_on_chinook_accepts_a_record_and_keeps_its_promises(shared_data
 
     for record in records:
         assert record["verdict"]["decision"] == "accept"
-        assert all(item["passed"] or not item.get("required", True) for item in record["verdict"]["items"])
+        # every required item passed, except judged items the judge could not back with a real quote: those are
+        # marked not judged (they neither pass nor block), and no rule is ever left unjudged
+        assert all(item["passed"] or not item.get("required", True) or item.get("not_judged")
+                   for item in record["verdict"]["items"])
+        assert all(item["passed"] for item in record["verdict"]["items"]
+                   if item["kind"] == "rule" and item.get("required", True))
         text = record["messages"][-1]["content"]
         assert not [i for i in validate(text) if i.code != "not_starting_with_analyze"], validate(text)
         actions = parse(text).actions

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synth.config import RefineConfig
 from synth.dataset.record import read_records
-from synth.graphs.reasoning import RefineConfig, missing_keywords, refine
 from synth.matchers import match_rules
 from synth.protocol import parse, validate
+from synth.refine import refine
+from synth.refiner import missing_keywords
 from synth.roles import BUILTIN_ROLES_DIR
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +66,7 @@ def test_embedded_model_refines_easy_wikitq_items(shared_data: Path, tmp_path: P
         assert record.kind == "reasoning" and record.variant in ("distilled", "refined")
         assert validate(record.completion, require_answer=True, model_written=True) == []
         assert [a.kind for a in parse(record.completion).actions] == ["Analyze", "Understand", "Answer"]
-        assert match_rules(parse(record.completion).answer, record.reference).matched
+        assert match_rules(parse(record.completion).answer, record.reference.value).matched
         assert record.sources[0].name.split(":", 1)[1] in EASY_ITEMS
         if record.variant == "refined":
             assert missing_keywords(record.completion, record.keywords) == []

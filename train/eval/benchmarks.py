@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from synth.sandbox.base import Sandbox
+from train.errors import TrainError
 
 BENCHMARK_NAMES: tuple[str, ...] = ("infiagent", "wikitq", "tablebench", "ds1000")
 
 
-class EvalDataError(ValueError):
+class EvalDataError(TrainError):
     """Benchmark data that cannot be read; the message names the file (and line) and what is wrong."""
 
 

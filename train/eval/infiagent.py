@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from synth.jsonl import iter_json_objects
+from synth.tasks import infiagent_instruction
 from train.eval.benchmarks import Benchmark, EvalDataError, EvalItem, Score
 
 _ANSWER_RE = re.compile(r"@(\w+)\[(.*?)\]")
@@ -34,7 +35,7 @@ def load(path: Path, limit: int | None = None) -> list[EvalItem]:
             raise EvalDataError(f"{where}: table {row['file_name']} not found in {tables}")
         reference = [[str(name), str(value)] for name, value in label["common_answers"]]
         items.append(EvalItem(
-            id=qid, instruction=build_prompt(row), reference=reference, category=str(row.get("level") or "all"),
+            id=qid, instruction=infiagent_instruction(row), reference=reference, category=str(row.get("level") or "all"),
             files={table.name: table},
             meta={"concepts": row.get("concepts", []), "file_name": table.name}))
         if limit is not None and len(items) >= limit:
@@ -42,16 +43,6 @@ def load(path: Path, limit: int | None = None) -> list[EvalItem]:
     if not items:
         raise EvalDataError(f"{questions}: no questions found")
     return items
-
-
-def build_prompt(row: dict[str, Any]) -> str:
-    parts = [f"Question: {str(row['question']).strip()}"]
-    if row.get("constraints"):
-        parts.append(f"Constraints: {str(row['constraints']).strip()}")
-    parts.append(f"Format: {str(row['format']).strip()}")
-    parts.append(f"The data is in the file {row['file_name']}. Give every requested value in your final <Answer> "
-                 "exactly in the @name[value] format above, e.g. @mean[1.23].")
-    return "\n".join(parts)
 
 
 def extract_answers(response: str | None) -> dict[str, str]:

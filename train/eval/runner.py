@@ -2,7 +2,9 @@
 with the benchmark's official rules, and summarise per category.
 
 OUT holds eval.json (what is evaluated: bench, data, model), results.jsonl (one line per finished item, appended
-as items finish, so an interrupted run loses nothing) and summary.json. Running again with the same --out resumes:
+as items finish, so an interrupted run loses nothing) and summary.json. Besides the benchmark's score, every item
+records how many replies the model gave (= agent rounds) and how many followed the five-action format before the
+loop repaired anything (train.eval.compliance); the summary reports compliance, mean rounds and turns. Running again with the same --out resumes:
 items with a result are skipped; items that failed (sandbox or model error) run again.
 """
 
@@ -16,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from train.eval.benchmarks import BENCHMARK_NAMES, Benchmark, EvalDataError, EvalItem, get_benchmark
 
@@ -33,6 +35,7 @@ class EvalConfig(BaseModel):
     out: Path | None = Field(None, description="Results folder (default runs/eval-<bench>-<time>).")
     mode: Literal["script", "session"] = "script"
     max_rounds: int = Field(20, ge=1, description="Agent rounds per item.")
+    max_tokens_per_turn: int = Field(1024, ge=16, description="Tokens the model may write per round.")
     cell_timeout_s: float = Field(60.0, gt=0, description="Wall-clock seconds per code cell.")
     backend: str = Field("local", description="Sandbox backend: local | docker.")
 
@@ -94,17 +97,21 @@ async def _evaluate(item: EvalItem, benchmark: Benchmark, model: Any, sandbox: A
     from synth.agent import AgentConfig, run_agent
     from synth.sandbox.base import Limits
 
+    from train.eval.compliance import RecordingModel
+
     started = time.monotonic()
     record: dict[str, Any] = {"id": item.id, "category": item.category, "status": "error", "score": 0.0,
                               "correct": False, "reference": item.reference}
+    recorder = RecordingModel(model)  # the raw replies, before the loop's repairs: protocol compliance
     try:
         with tempfile.TemporaryDirectory(prefix="ds-synth-eval-") as tmp:
             paths = item.stage(Path(tmp) / "files")
             session = await asyncio.to_thread(sandbox.open, paths, mode=config.mode,
                                               limits=Limits(timeout_s=config.cell_timeout_s))
             try:
-                agent_config = AgentConfig(max_rounds=config.max_rounds, cell_timeout_s=config.cell_timeout_s)
-                trajectory = await run_agent(model, session, item.instruction, config=agent_config)
+                agent_config = AgentConfig(max_rounds=config.max_rounds, cell_timeout_s=config.cell_timeout_s,
+                                           max_tokens_per_turn=config.max_tokens_per_turn)
+                trajectory = await run_agent(recorder, session, item.instruction, config=agent_config)
             finally:
                 await asyncio.to_thread(session.close)
         record.update(answer=trajectory.answer, stop_reason=trajectory.stop_reason, turns=len(trajectory.turns),
@@ -117,6 +124,7 @@ async def _evaluate(item: EvalItem, benchmark: Benchmark, model: Any, sandbox: A
                           prediction=score.details.get("prediction"), details=score.details)
     except Exception as exc:  # one broken item must not end the run; resume retries it
         record["error"] = f"{type(exc).__name__}: {exc}"
+    record.update(recorder.figures())
     record["duration_s"] = round(time.monotonic() - started, 3)
     return record
 
@@ -138,7 +146,9 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
 
 def summarize(benchmark: Benchmark, records: list[dict[str, Any]], *, model: str = "", data: str = ""
               ) -> dict[str, Any]:
-    """Per-category and overall figures: items, mean score, share correct, errors (+ the benchmark's extras)."""
+    """Per-category and overall figures: items, mean score, share correct, errors (+ the benchmark's extras), and
+    how the model worked: protocol compliance of its replies, mean rounds and turns, share answered."""
+    from train.eval.compliance import summarize_compliance
 
     def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         n = len(rows)
@@ -150,6 +160,8 @@ def summarize(benchmark: Benchmark, records: list[dict[str, Any]], *, model: str
         }
         if benchmark.extra_metrics is not None:
             out.update(benchmark.extra_metrics(rows))
+        if any(isinstance(r.get("replies"), int) for r in rows):
+            out.update(summarize_compliance(rows))
         return out
 
     by_category: dict[str, list[dict[str, Any]]] = {}
@@ -209,31 +221,4 @@ def _claim_out(out: Path, config: EvalConfig, model_name: str) -> None:
     stored.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
 
-def eval_command(options: dict[str, Any], *, model: Any = None, sandbox: Any = None) -> int:
-    """The CLI entry: 0 when every item was scored, 1 when some failed (rerun to retry them), 2 on bad input."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        config = EvalConfig(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        err.print(f"[red]error:[/red] --{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: "
-                  f"{escape(first['msg'])}")
-        return 2
-    if not config.data.exists():
-        err.print(f"[red]error:[/red] --data {escape(str(config.data))}: no such file or directory")
-        return 2
-    try:
-        summary = asyncio.run(run_eval(config, model=model, sandbox=sandbox))
-    except (EvalDataError, ValueError, ImportError) as exc:  # bad data, spec or backend: one line
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
-    except KeyboardInterrupt:
-        err.print("interrupted; run the same command again to resume")
-        return 130
-    return 1 if summary["overall"]["errors"] else 0
-
-
-__all__ = ["EvalConfig", "run_eval", "eval_command", "summarize", "read_results", "print_summary"]
+__all__ = ["EvalConfig", "run_eval", "summarize", "read_results", "print_summary"]

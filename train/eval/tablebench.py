@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from synth.checklist import normalize_answer
+from synth.matchers import normalize_answer
 from synth.instruct_data import InstructDataError, read_items
 from synth.sandbox.base import Limits
 from train.eval.benchmarks import Benchmark, EvalDataError, EvalItem, Score, code_blocks, final_answer, rouge_l

@@ -1,4 +1,4 @@
-"""The reasoning graph and `synth refine` run, driven by a scripted teacher (real LangGraph + SQLite checkpointer)."""
+"""`synth refine` runs over the reasoning graph, driven by a scripted teacher (real LangGraph + SQLite checkpointer)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from doubles import ScriptedChatModel
+
+from synth.commands.refine import refine as refine_command
+from synth.config import RefineConfig
 from synth.dataset.record import read_records
-from synth.graphs.reasoning import (
-    RefineConfig,
-    copies_skeleton,
-    fallback_trace,
-    final_answer_of,
-    keyword_vocabulary,
-    load_keywords,
-    missing_keywords,
-    refine,
-    refine_command,
-    sample_keywords,
-    trace_from_reply,
-)
 from synth.protocol import parse, validate
+from synth.refine import refine
+from synth.refiner import missing_keywords
 
 ITEMS = [
     {"id": "q1", "question": "How many teams won more than 5 games?", "answer": "2",
@@ -123,7 +114,7 @@ def test_verified_items_emit_distilled_and_refined_records_that_parse(items_file
         assert "| Team | Wins |" in record.prompt and record.prompt.startswith("# Instruction\n")
         assert validate(record.completion, require_answer=True, model_written=True) == []
         assert [a.kind for a in parse(record.completion).actions] == ["Analyze", "Understand", "Answer"]
-        assert parse(record.completion).answer.strip() == record.reference
+        assert parse(record.completion).answer.strip() == record.reference.value
         assert record.verdict.decision == "accept"
     for record in [r for r in records if r.variant == "refined"]:
         assert len(record.keywords) == 3
@@ -216,40 +207,6 @@ def test_resume_continues_interrupted_items_without_duplicates(items_file, tmp_p
     assert third.model.calls == [] and len(_rows(run / "records.jsonl")) == 4
 
 
-def test_keyword_sampling_is_seeded_and_per_item():
-    vocabulary = keyword_vocabulary(load_keywords())
-    assert len(vocabulary) >= 30
-    a = sample_keywords(vocabulary, 3, seed=1, item_id="nt-1")
-    assert a == sample_keywords(vocabulary, 3, seed=1, item_id="nt-1") and len(set(a)) == 3
-    assert any(sample_keywords(vocabulary, 3, seed=1, item_id=f"nt-{i}") != a for i in range(2, 6))
-    assert any(sample_keywords(vocabulary, 3, seed=s, item_id="nt-1") != a for s in range(2, 6))
-    assert sample_keywords(vocabulary, 0, seed=1, item_id="x") == []
-
-
-def test_user_keywords_file_overrides_and_bad_one_is_reported(tmp_path):
-    (tmp_path / "keywords.yaml").write_text("groups:\n  mine: ['Look again']\n")
-    assert load_keywords(tmp_path) == {"mine": ["Look again"]}
-    (tmp_path / "keywords.yaml").write_text("groups: [1, 2]\n")
-    with pytest.raises(ValueError, match="keywords.yaml: expected `groups:`"):
-        load_keywords(tmp_path)
-
-
-def test_trace_helpers():
-    assert final_answer_of("step\nFinal answer: **Bees**") == "Bees"
-    assert final_answer_of("just 3") == "just 3"
-    assert trace_from_reply("<Analyze>a</Analyze><Answer>x</Answer>") is None
-    trace = trace_from_reply("intro\n<Analyze>a</Analyze>\n<Understand>u</Understand>\n<Answer>x</Answer>\nbye")
-    assert validate(trace, model_written=True) == []
-    fb = fallback_trace("I count the rows of the table. Two of them exceed five wins. So the count is two.\n"
-                        "The result is Final answer: 2.", "2")
-    assert validate(fb, model_written=True) == [] and parse(fb).answer.strip() == "2"
-    assert "The result is" not in fb and "<Understand>\nSo the count is two.\n</Understand>" in fb
-    assert final_answer_of("so... Final answer: Canada.") == "Canada"
-    assert copies_skeleton("<Analyze>\nThe improved reasoning, using every phrase above.\n</Analyze>")
-    assert missing_keywords("… let's take a closer look at the TABLE …", ["Let's take a closer look at the table"]) == []
-    assert missing_keywords("nothing here", ["What happens at the boundaries?"]) == ["What happens at the boundaries?"]
-
-
 def test_refine_command_reports_bad_input_in_one_line(tmp_path):
     out = io.StringIO()
     assert refine_command({"input": tmp_path / "missing.jsonl", "out": tmp_path / "run"}, out=out) == 2
@@ -285,3 +242,23 @@ def test_cli_refine_wires_its_options(tmp_path):
     assert result.exit_code == 2
     assert "bad.jsonl:1: no field 'gold' (--answer-field)" in result.output
     assert not (tmp_path / "run").exists()  # a run that cannot start leaves nothing behind
+
+
+def test_progress_stats_and_rejected_rows_agree(items_file, tmp_path):
+    # Both items are accepted (their distilled records are kept) while both refinements fail: the run reports
+    # 2 accepted and 0 rejected items everywhere, and rejected.jsonl says which stage each row is from.
+    out = io.StringIO()
+    config = RefineConfig(input=items_file, out=tmp_path / "run", keywords_per_trace=3, seed=7)
+    summary = asyncio.run(refine(config, model=Teacher(changed_answer_tries=5).model, out=out, live=False))
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    rows = _rows(tmp_path / "run" / "rejected.jsonl")
+    assert "2/2 done, 2 accepted, 0 rejected" in out.getvalue()
+    assert stats["items"] == {"accepted": 2, "rejected": 0} and stats["rejected"] == summary.rejected == 0
+    assert [r["stage"] for r in rows] == ["refine", "refine"] and stats["refine"]["rejected"] == 2
+    dropped = io.StringIO()
+    config = RefineConfig(input=items_file, out=tmp_path / "dropped", keywords_per_trace=3, seed=7)
+    summary = asyncio.run(refine(config, model=Teacher(wrong_distills=9).model, out=dropped, live=False))
+    stats = json.loads((tmp_path / "dropped" / "stats.json").read_text())
+    assert "2/2 done, 0 accepted, 2 rejected" in dropped.getvalue()
+    assert stats["items"] == {"accepted": 0, "rejected": 2} and summary.rejected == 2
+    assert [r["stage"] for r in _rows(tmp_path / "dropped" / "rejected.jsonl")] == ["distill", "distill"]

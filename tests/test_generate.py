@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from synth.commands.generate import generate as generate_command
 from synth.llm.testing_server import FakeOpenAIServer, RoleScript
-from synth.run import generate_command
 
 CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n"
 CHECKLIST = """\
@@ -32,6 +32,7 @@ items:
     question: Is the answer supported by the printed output?
 """
 TASKS = {
+    ("regional_sales", "easy"): "Report the mean amount of the rows whose region is north in sales.csv.",
     ("data_analysis", "easy"): "Sum the amount column per region and report which region has the largest total.",
     ("data_analysis", "medium"): "Count how many rows each region has in sales.csv and list them sorted.",
     ("data_cleaning", "easy"): "Check sales.csv for missing values in every column and report counts.",
@@ -138,7 +139,7 @@ def test_run_dir_holds_config_stats_and_outputs(workspace) -> None:
     stats = json.loads((out / "stats.json").read_text())
     assert stats["planned"] == 2 and stats["accepted"] == 2
     assert stats["by_difficulty"] == {"easy": {"accepted": 1}, "medium": {"accepted": 1}}
-    assert stats["tokens"]["prompt"] > 0 and stats["llm_calls"] == 2 * 4
+    assert stats["tokens"]["prompt"] > 0 and stats["llm_calls"] == 2 * 5  # questioner, verifier, solver x2, inspector
     record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
     assert record["models"] == {"questioner": "openai:fake", "solver": "openai:fake", "inspector": "openai:fake"}
     assert "<Execute>\nregion\neast      7" in record["messages"][-1]["content"]
@@ -199,3 +200,89 @@ def test_clear_errors(workspace, tmp_path: Path) -> None:
     log = io.StringIO()
     assert generate_command({"sources": empty, "out": tmp_path / "r"}, out=log) == 2
     assert "no usable data sources" in log.getvalue()
+
+
+def test_a_user_category_with_its_own_checklist_is_planned_and_inspected(workspace) -> None:
+    ws = workspace
+    (ws["checklists"] / "regional_sales.yaml").write_text(
+        "category: regional_sales\nhint: questions about sales per region\nitems:\n"
+        "  - rule: answer_present\n  - id: mentions_region\n    rule: answer_min_length\n"
+        "    params: {chars: 5}\n")
+    out = ws["root"] / "mine"
+    with FakeOpenAIServer(reply=scripted_reply) as server:
+        log = io.StringIO()
+        code = generate_command({"sources": ws["src"], "out": out, "model": "openai:fake", "base_url": server.base_url,
+                                 "categories": ["regional_sales"], "difficulties": ["easy"],
+                                 "checklists": ws["checklists"], "limit": 1}, out=log)
+        assert code == 0, log.getvalue()
+        prompts = [m["content"] for call in server.requests for m in call.body["messages"]]
+    [record] = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert record["category"] == "regional_sales"
+    assert [i["id"] for i in record["verdict"]["items"]] == ["answer_present", "mentions_region"]
+    assert any("questions about sales per region" in text for text in prompts)  # the hint reached the questioner
+    # Without --categories every category with a checklist is planned: the built-ins and the user's.
+    from synth.config import GenerateConfig
+
+    planned = GenerateConfig(sources=ws["src"], checklists=ws["checklists"]).categories
+    assert "regional_sales" in planned and "data_analysis" in planned and "open_research" in planned
+
+
+def test_a_second_process_on_a_run_dir_in_use_is_refused(workspace) -> None:
+    ws = workspace
+    out = ws["root"] / "busy"
+    with FakeOpenAIServer(reply=scripted_reply, latency_s=0.3) as server:
+        first = _cli(_args(ws, out, server.base_url), cwd=ws["root"])
+        lock = out / ".lock"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
+            time.sleep(0.05)
+        log = io.StringIO()
+        assert generate_command({"out": out, "resume": True}, out=log) == 2
+        assert f"in use by pid {first.pid}" in log.getvalue()
+        output, _ = first.communicate(timeout=240)
+        assert first.returncode == 0, output
+        records = _ids(out / "records.jsonl")
+        assert len(records) == 3 and len(set(records)) == 3  # the first run's records are intact
+        # Once the first run is over, the run dir is free again.
+        log = io.StringIO()
+        assert generate_command({"out": out, "resume": True}, out=log) == 0, log.getvalue()
+    assert _ids(out / "records.jsonl") == records
+
+
+def test_tasks_from_the_user_with_and_without_references_and_a_bad_row(workspace) -> None:
+    ws = workspace
+    tasks = ws["root"] / "tasks.jsonl"
+    tasks.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "given", "instruction": "Which region has the largest total amount in sales.csv?",
+         "files": ["sales.csv"], "reference": "north"},
+        {"id": "verified", "instruction": "Name the region whose amounts sum highest in sales.csv.",
+         "files": ["sales.csv"]},
+        {"id": "bad", "instruction": "Mean amount?", "files": ["nope.csv"]},
+    ]) + "\n")
+    program = ("import pandas as pd\ndf = pd.read_csv('sales.csv')\n"
+               "print('ANSWER:', df.groupby('region')['amount'].sum().idxmax())")
+    out = ws["root"] / "tasks-run"
+    with FakeOpenAIServer(reply=RoleScript(lambda *a: "unused", CODE, ANSWER, program)) as server:
+        log = io.StringIO()
+        code = generate_command({"sources": ws["src"], "tasks": tasks, "out": out, "model": "openai:fake",
+                                 "base_url": server.base_url, "checklists": ws["checklists"]}, out=log)
+        assert code == 0, log.getvalue()
+        asked = [json.dumps(r.body["messages"]) for r in server.requests]
+    assert "nope.csv" in log.getvalue() and "skipping task row" in log.getvalue()
+    records = {r["task_id"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
+    assert set(records) == {"given", "verified"}
+    assert records["given"]["reference"] == {"value": "north", "verified_by": "given", "program": None,
+                                             "output": None}
+    assert records["verified"]["reference"]["verified_by"] == "program"
+    assert records["verified"]["reference"]["value"] == "north"
+    assert not any("You write data-science tasks" in a for a in asked)  # no questioner for user tasks
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["planned"] == 2 and stats["accepted"] == 2
+    assert len(stats["task_errors"]) == 1 and "nope.csv" in stats["task_errors"][0]
+    assert stats["verification"]["accepted_by_reference"] == {"given": 1, "program": 1}
+    assert stats["verification"]["accuracy_of_accepted_given"] == 1.0
+    from synth.dataset.report import build_report, render_html
+
+    report = build_report(out)
+    assert report.verification["accepted_by_reference"] == {"given": 1, "program": 1}
+    assert "Verification" in render_html(report) and "accuracy of accepted answers" in render_html(report)

@@ -1,4 +1,4 @@
-"""Executors: `local` and `ray` give the same records; a killed Ray worker loses nothing; resume; cluster-wide limits.
+"""The scheduler: `local` and `ray` give the same records; a killed Ray worker loses nothing; resume; cluster-wide limits.
 
 Models are `openai:` specs against a local FakeOpenAIServer whose replies are a pure function of the request, so
 every run sees the same answers whichever process asks. Ray runs on a local instance with num_cpus=2.
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from synth.config import GenerateConfig
-from synth.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from synth.generate import RunError, generate
 from synth.llm.testing_server import FakeOpenAIServer, RoleScript
-from synth.run import RunError, generate
+from synth.scheduler import LocalScheduler, RayScheduler, SchedulerError, make_scheduler
 
 CSV = "region,amount\nnorth,10\nsouth,5\nnorth,20\neast,7\n"
 CHECKLIST = """\
@@ -66,18 +66,18 @@ def _ids(path: Path) -> list[str]:
 
 
 def _generate(config: GenerateConfig, executor=None):
-    return asyncio.run(generate(config, out=io.StringIO(), live=False, executor=executor))
+    return asyncio.run(generate(config, out=io.StringIO(), live=False, scheduler=executor))
 
 
 # --- no Ray needed -----------------------------------------------------------------------------------------------
 
 
-def test_executor_choice_errors_are_one_clear_line(workspace) -> None:
-    assert isinstance(make_executor("local"), LocalExecutor)
-    with pytest.raises(ExecutorError, match="unknown executor 'spark'; expected one of local, ray"):
-        make_executor("spark")
-    with pytest.raises(ExecutorError, match="--ray-address is only used with --executor ray"):
-        make_executor("local", address="auto")
+def test_scheduler_choice_errors_are_one_clear_line(workspace) -> None:
+    assert isinstance(make_scheduler("local"), LocalScheduler)
+    with pytest.raises(SchedulerError, match="unknown --executor 'spark'; expected one of local, ray"):
+        make_scheduler("spark")
+    with pytest.raises(SchedulerError, match="--ray-address is only used with --executor ray"):
+        make_scheduler("local", address="auto")
     with pytest.raises(ValueError, match="executor"):
         GenerateConfig(sources=workspace / "src", executor="dask")
 
@@ -92,8 +92,11 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 def ray_instance():
     import ray
 
+    # Workers must import this file's test recipes the way pytest did (tests/ or the repo root on the path).
+    here = Path(__file__).resolve().parent
+    paths = [str(here), str(here.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, logging_level="ERROR",
-             log_to_driver=False)
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
     yield ray
     ray.shutdown()
 
@@ -113,14 +116,14 @@ def test_ray_gives_the_local_records_holds_cluster_limits_and_resumes(ray_instan
     # Same seed on Ray (2 workers): the same record ids. max_concurrency=1 must hold across both workers.
     spec = "openai:fake?max_concurrency=1"
     with FakeOpenAIServer(reply=reply, latency_s=0.05) as limited_server:
-        executor = RayExecutor(workers=2)
+        executor = RayScheduler(workers=2)
         remote = _generate(_config(workspace, "ray", limited_server.base_url, 4, model=spec), executor)
         assert limited_server.max_in_flight == 1
     assert executor.peaks == {spec: 1}
     assert sorted(_ids(remote.records_path)) == sorted(expected)
     assert (remote.accepted, remote.rejected, remote.errors) == (4, 0, 0)
     stats = json.loads((remote.run_dir / "stats.json").read_text())
-    assert stats["accepted"] == 4 and stats["llm_calls"] == 4 * 4
+    assert stats["accepted"] == 4 and stats["llm_calls"] == 4 * 5  # questioner, verifier, solver x2, inspector
     assert not (remote.run_dir / "work").exists()
 
     # Interrupted Ray run (cancelled once the first record is written), then --resume on Ray.
@@ -128,7 +131,7 @@ def test_ray_gives_the_local_records_holds_cluster_limits_and_resumes(ray_instan
     records = config.out / "records.jsonl"
 
     async def interrupted():
-        task = asyncio.ensure_future(generate(config, out=io.StringIO(), live=False, executor=RayExecutor(workers=2)))
+        task = asyncio.ensure_future(generate(config, out=io.StringIO(), live=False, scheduler=RayScheduler(workers=2)))
         while not (records.exists() and records.read_text().strip()):
             await asyncio.sleep(0.05)
         task.cancel()
@@ -156,7 +159,7 @@ def test_killed_ray_worker_reruns_only_its_episodes(ray_instance, workspace) -> 
         reference = _ids(_generate(_config(workspace, "reference", slow.base_url, 6)).records_path)
         for attempt in range(3):
             config = _config(workspace, f"killed{attempt}", slow.base_url, 6)
-            executor = RayExecutor(workers=2)
+            executor = RayScheduler(workers=2)
             records = config.out / "records.jsonl"
             killed: list[int] = []
 
@@ -184,9 +187,10 @@ def test_killed_ray_worker_reruns_only_its_episodes(ray_instance, workspace) -> 
 
 @needs_ray
 def test_ray_refine_matches_local(ray_instance, tmp_path) -> None:
-    from test_reasoning_graph import ITEMS, Teacher
+    from test_refine import ITEMS, Teacher
 
-    from synth.graphs.reasoning import RefineConfig, refine
+    from synth.config import RefineConfig
+    from synth.refine import refine
 
     items = tmp_path / "items.jsonl"
     items.write_text("".join(json.dumps(it) + "\n" for it in ITEMS), encoding="utf-8")
@@ -207,5 +211,64 @@ def test_ray_with_in_process_models_is_refused(ray_instance, workspace, scripted
     model = scripted_model(["x"])
     with pytest.raises(RunError, match="--executor ray loads the configured model specs on every worker"):
         asyncio.run(generate(config, models={"questioner": model, "solver": model, "inspector": model},
-                             out=io.StringIO(), executor=RayExecutor()))
+                             out=io.StringIO(), scheduler=RayScheduler()))
     assert not config.out.exists()
+
+
+class _MarkerRecipe:
+    """A worker recipe whose close() leaves a file behind: proof that workers close their recipe."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    async def open(self, sink, limiter):
+        return _one_node_graph()
+
+    async def invoke(self, compiled, payload):
+        return await compiled.ainvoke(payload, {"configurable": {"thread_id": payload["key"]}})
+
+    def add_context(self, context) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.marker.write_text(str(os.getpid()))
+
+
+def _one_node_graph():
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        key: str
+        outcome: str
+
+    async def emit(state):
+        return {"outcome": "rejected"}
+
+    graph = StateGraph(State)
+    graph.add_node("emit", emit)
+    graph.add_node("reject", emit)
+    graph.add_edge(START, "emit")
+    graph.add_edge("emit", END)
+    return graph
+
+
+@needs_ray
+def test_ray_workers_close_their_recipe(ray_instance, tmp_path) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from synth.dataset.sink import RecordSink
+    from synth.progress import RunProgress
+    from synth.scheduler import GraphWork, Job, WorkerRecipe
+
+    WorkerRecipe.register(_MarkerRecipe)
+    marker = tmp_path / "closed"
+    sink = RecordSink(tmp_path / "records.jsonl", tmp_path / "rejected.jsonl")
+    compiled = _one_node_graph().compile(checkpointer=InMemorySaver())
+    work = GraphWork([Job("a", {"key": "a"})], compiled=compiled, sink=sink,
+                     progress=RunProgress(1, io.StringIO(), live=False), invoke=None,
+                     recipe=lambda: _MarkerRecipe(marker))
+    outcomes = asyncio.run(RayScheduler(workers=1).execute(work, concurrency=1))
+    assert outcomes == ["rejected"]
+    assert marker.is_file() and int(marker.read_text()) != os.getpid()  # closed on the worker, before it stopped

@@ -1,4 +1,4 @@
-"""`synth sources profile`: print DataCards as a rich summary or as JSON."""
+"""`synth sources profile DIR`: print DataCards as a rich summary or as JSON."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Union
 
+import typer
+
 from synth.sources.card import DataCard, SourceError
 
 
-def profile_command(directory: Path, as_json: bool = False, use_cache: bool = True) -> int:
+def profile(directory: Path, as_json: bool = False, use_cache: bool = True) -> int:
     """Exit code: 0 if at least one source was profiled, 1 if none could be (reason on stderr), 2 if DIR is missing."""
     from synth.sources.profile import profile_all
 
@@ -66,3 +68,12 @@ def _print_summary(directory: Path, results: list[Union[DataCard, SourceError]])
     console.print(table)
     n_ok = sum(isinstance(r, DataCard) for r in results)
     console.print(f"{n_ok} source(s) profiled, {len(results) - n_ok} failed")
+
+
+def command(
+    directory: Path = typer.Argument(..., help="Directory (or single file) of data sources."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ignore the profile cache."),
+) -> None:
+    """Profile every data source under DIRECTORY into DataCards."""
+    raise typer.Exit(profile(directory, as_json=as_json, use_cache=not no_cache))

@@ -1,18 +1,19 @@
-"""Executors: where a run's episodes execute — `local` (asyncio tasks in this process) or `ray` (a Ray cluster).
+"""The scheduler: where a run's jobs execute — `local` (asyncio tasks in this process) or `ray` (a Ray cluster).
 
-    executor = make_executor("ray", address="auto")      # or "local" (the default)
-    outcomes = await executor.execute(work, concurrency=32)
+    scheduler = make_scheduler("ray", address="auto")      # or "local" (the default)
+    outcomes = await scheduler.execute(work, concurrency=32)
 
-A `Work` is one run's episodes as seen from the driver (the `synth generate` / `synth refine` process). The driver
-alone owns the run directory: records.jsonl, rejected.jsonl, checkpoints.sqlite and stats.json are written only
-there. With `local` every episode runs on the driver's compiled graph with its SQLite checkpointer, exactly as
-before executors existed. With `ray`, a few long-lived worker actors (each an async actor running many episodes
-at once) rebuild the models, sandbox and graph once from a picklable `WorkerRecipe`; an episode runs to completion
-on a worker against an in-memory checkpointer, and the worker returns the final state with the rows the graph
-wanted to write. The driver writes them (dedupe by record id) and stores the final state in its own checkpointer,
-so `--resume` skips it whichever executor finished it. A worker that dies takes only its in-flight episodes with
-it: the driver resubmits exactly those (from scratch — the shared response cache makes that cheap) to a live or
-restarted worker.
+It knows no workload: a `Work` is one run's jobs as seen from the driver (the `synth generate` / `synth refine`
+process, see synth/generate.py and synth/refine.py), and a `WorkerRecipe` says how a remote worker rebuilds what
+the jobs need. The driver alone owns the run directory: records.jsonl, rejected.jsonl, checkpoints.sqlite and
+stats.json are written only there. With `local` every job runs on the driver's compiled graph with its SQLite
+checkpointer. With `ray`, a few long-lived worker actors (each an async actor running many jobs at once) build
+the models, sandbox and graph once from the picklable recipe; a job runs to completion on a worker against an
+in-memory checkpointer, and the worker returns the final state with the rows the graph wanted to write. The
+driver writes them (dedupe by id) and stores the final state in its own checkpointer, so `--resume` skips it
+whichever scheduler finished it. A worker that dies takes only its in-flight jobs with it: the driver resubmits
+exactly those (from scratch — the shared response cache makes that cheap) to a live or restarted worker. Workers
+close their recipe (models) before they are stopped.
 
 Per-model concurrency limits of shared endpoints (`openai:…?max_concurrency=N`) hold cluster-wide: every worker's
 LLM call for that spec first takes a lease from one named limiter actor. Leases expire (a killed worker cannot
@@ -33,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Literal, Sequence
 
-ExecutorName = Literal["local", "ray"]
-EXECUTORS: tuple[str, ...] = ("local", "ray")
+from synth.errors import SynthError
+
+SchedulerName = Literal["local", "ray"]
+SCHEDULERS: tuple[str, ...] = ("local", "ray")
 _RAY_INSTALL = "pip install 'ds-synth[ray]'"
 
 
-class ExecutorError(RuntimeError):
-    """The executor cannot run (ray missing, cluster unreachable, workers cannot start); one line saying why."""
+class SchedulerError(SynthError, RuntimeError):
+    """The scheduler cannot run (ray missing, cluster unreachable, workers cannot start); one line saying why."""
 
 
 @dataclass
@@ -81,7 +84,7 @@ class WorkerRecipe(ABC):
 
 
 class Work(ABC):
-    """One run's episodes as the driver sees them; `synth.run` and `synth.graphs.reasoning` provide these."""
+    """One run's jobs as the driver sees them; synth/generate.py and synth/refine.py provide these."""
 
     jobs: Sequence[Job]
 
@@ -111,7 +114,7 @@ class Work(ABC):
         """Progress hook: an episode failed (resume retries it)."""
 
 
-class Executor(ABC):
+class Scheduler(ABC):
     name: str
 
     @abstractmethod
@@ -122,14 +125,14 @@ class Executor(ABC):
         call (Ctrl-C) cancels what is in flight and re-raises."""
 
 
-async def run_to_end(executor: Executor, work: Work, *, concurrency: int, progress: Any,
+async def run_to_end(scheduler: Scheduler, work: Work, *, concurrency: int, progress: Any,
                      close: Sequence[Any] = ()) -> tuple[int, bool]:
-    """What `synth generate` and `synth refine` do around the executor: show progress, run every job, then stop
+    """What `synth generate` and `synth refine` do around the scheduler: show progress, run every job, then stop
     the display and close the models the run opened, even on Ctrl-C. Returns (episodes that errored,
     interrupted)."""
     progress.start()
     try:
-        outcomes = await executor.execute(work, concurrency=concurrency)
+        outcomes = await scheduler.execute(work, concurrency=concurrency)
         return outcomes.count("error"), False
     except (asyncio.CancelledError, KeyboardInterrupt):
         return 0, True
@@ -162,7 +165,7 @@ def _enough_threads(loop: asyncio.AbstractEventLoop, concurrency: int) -> None:
         loop._ds_synth_threads = wanted  # type: ignore[attr-defined]
 
 
-class LocalExecutor(Executor):
+class LocalScheduler(Scheduler):
     """asyncio tasks in this process, at most `concurrency` episodes at once (the default)."""
 
     name = "local"
@@ -187,7 +190,7 @@ class LocalExecutor(Executor):
         return await _gather_all([one(job) for job in work.jobs])
 
 
-class RayExecutor(Executor):
+class RayScheduler(Scheduler):
     """Episodes on worker actors of a Ray cluster; the driver keeps the run dir.
 
     address:          Ray address ("auto", "ray://host:10001", …); None starts or joins a local Ray.
@@ -202,9 +205,9 @@ class RayExecutor(Executor):
     def __init__(self, *, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1.0,
                  max_attempts: int = 3, lease_s: float = 600.0, init_options: dict[str, Any] | None = None) -> None:
         if workers is not None and workers < 1:
-            raise ExecutorError(f"ray executor: workers must be >= 1, got {workers}")
+            raise SchedulerError(f"--executor ray: workers must be >= 1, got {workers}")
         if max_attempts < 1:
-            raise ExecutorError(f"ray executor: max_attempts must be >= 1, got {max_attempts}")
+            raise SchedulerError(f"--executor ray: max_attempts must be >= 1, got {max_attempts}")
         self.address = address
         self.workers = workers
         self.cpus_per_worker = cpus_per_worker
@@ -225,7 +228,7 @@ class RayExecutor(Executor):
             ray.init(address=self.address, include_dashboard=False, logging_level="WARNING",
                      **self.init_options)
         except Exception as exc:  # ConnectionError, ValueError … — one line, with the address
-            raise ExecutorError(f"ray executor: cannot connect to Ray at {self.address or 'a local instance'}: "
+            raise SchedulerError(f"--executor ray: cannot connect to Ray at {self.address or 'a local instance'}: "
                                 f"{' '.join(str(exc).split())[:300]}") from None
         return ray, True
 
@@ -297,12 +300,13 @@ class RayExecutor(Executor):
                             work.failed(job, RuntimeError(result.error))
                             return "error"
                         return outcome
-                    work.failed(job, ExecutorError(f"worker lost {self.max_attempts} time(s): "
+                    work.failed(job, SchedulerError(f"worker lost {self.max_attempts} time(s): "
                                                    f"{' '.join(str(lost).split())[:200]}"))
                     return "error"
 
             return await _gather_all([one(job) for job in work.jobs])
         finally:
+            self._close_workers(ray)
             for actor in self._actors:
                 ray.kill(actor)
             if self._limiter is not None:
@@ -312,6 +316,15 @@ class RayExecutor(Executor):
             self._actors = []
             if started:
                 ray.shutdown()
+
+    def _close_workers(self, ray: Any) -> None:
+        """Let every live worker close its recipe (models, servers) before it is killed."""
+        pending = [actor.close.remote() for actor in self._actors]
+        for ref in pending:
+            try:
+                ray.get(ref, timeout=30)
+            except Exception:  # a dead or stuck worker: killing it is all that is left
+                pass
 
     def _safe_peaks(self, ray: Any) -> dict[str, int]:
         try:
@@ -334,20 +347,20 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ExecutorError(f"--executor ray needs Ray; install it with: {_RAY_INSTALL}") from None
+        raise SchedulerError(f"--executor ray needs Ray; install it with: {_RAY_INSTALL}") from None
     return ray
 
 
-def make_executor(name: str = "local", *, address: str | None = None, workers: int | None = None) -> Executor:
-    """The executor a run's `executor` option names."""
+def make_scheduler(name: str = "local", *, address: str | None = None, workers: int | None = None) -> Scheduler:
+    """The scheduler a run's `executor` option names."""
     if name == "local":
         if address:
-            raise ExecutorError("--ray-address is only used with --executor ray")
-        return LocalExecutor()
+            raise SchedulerError("--ray-address is only used with --executor ray")
+        return LocalScheduler()
     if name == "ray":
         import_ray()  # fail now, with the install line, rather than after the run dir is set up
-        return RayExecutor(address=address, workers=workers)
-    raise ExecutorError(f"unknown executor {name!r}; expected one of {', '.join(EXECUTORS)}")
+        return RayScheduler(address=address, workers=workers)
+    raise SchedulerError(f"unknown --executor {name!r}; expected one of {', '.join(SCHEDULERS)}")
 
 
 # --- worker side -----------------------------------------------------------------------------------------------
@@ -413,6 +426,10 @@ class _EpisodeWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    async def close(self) -> None:
+        if self._opening is not None and self._opening.done() and not self._opening.exception():
+            await self.recipe.close()
 
 
 # --- cluster-wide per-model concurrency -------------------------------------------------------------------------
@@ -499,22 +516,16 @@ class ClusterLimitedModel:
 
 def load_worker_models(specs: dict[str, str], *, base_url: str | None, cache_path: Path,
                        limiter: _LimiterClient | None) -> dict[str, Any]:
-    """role → cached model, roles naming one spec share one instance; shared endpoints get the cluster limit."""
-    from synth.llm import load_model
-    from synth.llm.cache import CachedChatModel
+    """role → cached model (synth.llm.load_role_models); endpoints every worker shares get the cluster limit."""
+    from synth.llm import load_role_models
 
-    by_spec: dict[str, Any] = {}
-    models: dict[str, Any] = {}
-    for role, spec in specs.items():
-        if spec not in by_spec:
-            options = {"base_url": base_url} if base_url and spec.startswith("openai:") else {}
-            inner = load_model(spec, **options)
-            limit = getattr(inner, "max_concurrency", None)
-            if limiter is not None and isinstance(limit, int):  # an endpoint every worker shares
-                inner = ClusterLimitedModel(inner, limiter, spec, limit)
-            by_spec[spec] = CachedChatModel(inner, cache_path)
-        models[role] = by_spec[spec]
-    return models
+    def cluster_limited(model: Any, spec: str) -> Any:
+        limit = getattr(model, "max_concurrency", None)
+        if limiter is not None and isinstance(limit, int):
+            return ClusterLimitedModel(model, limiter, spec, limit)
+        return model
+
+    return load_role_models(specs, base_url=base_url, cache_path=cache_path, wrap=cluster_limited)
 
 
 def worker_paths(run_dir: Path, tag: str) -> tuple[Path, Path]:
@@ -532,14 +543,14 @@ async def close_models(models: dict[str, Any]) -> None:
         await model.aclose()
 
 
-# --- the runs' work (generate and refine) ------------------------------------------------------------------------
+# --- a run over a LangGraph graph (generate and refine both are) ------------------------------------------------------------------------
 
 
 class GraphWork(Work):
     """A run over a LangGraph graph: the driver's compiled graph (SQLite checkpointer), sink and progress.
 
-    invoke:      runs one episode on the driver's compiled graph (`run_episode` / `run_item`).
-    recipe:      builds the WorkerRecipe (called only when a remote executor needs one).
+    invoke:      `invoke(compiled, payload)` runs one job on the driver's compiled graph.
+    recipe:      builds the WorkerRecipe (called only when a remote scheduler needs one).
     end_nodes:   (node that ends an accepted episode, node that ends a rejected one): a remote episode's final
                  state is stored as written by that node, so the checkpointer shows it finished.
     share_instructions: send accepted instructions to workers for their near-duplicate checks (generate).
@@ -559,9 +570,9 @@ class GraphWork(Work):
         self._sent: dict[int, int] = defaultdict(int)
 
     async def is_done(self, job: Job) -> bool:
-        from synth.graphs.interaction import episode_finished
+        from synth.graphs import thread_finished
 
-        return job.key in self.sink.done_episodes or await episode_finished(self.compiled, job.key)
+        return job.key in self.sink.done_episodes or await thread_finished(self.compiled, job.key)
 
     async def run_local(self, job: Job) -> str:
         state = await self._invoke(self.compiled, job.payload)
@@ -603,81 +614,8 @@ class GraphWork(Work):
         self.progress.error(job.key, error)
 
 
-@dataclass
-class GenerateRecipe(WorkerRecipe):
-    """`synth generate` on a worker: the run's config, its profiled sources and the run dir (for the cache)."""
-
-    config: Any  # GenerateConfig
-    sources: dict[str, Any]  # name → SourceInfo
-    run_dir: Path
-    instructions: list[str] = field(default_factory=list)  # accepted before this run started
-
-    async def open(self, sink: Any, limiter: _LimiterClient | None) -> Any:
-        from synth.graphs.interaction import EpisodeDeps, build_interaction_graph
-        from synth.sampler import NearDuplicateIndex
-        from synth.sandbox import get_sandbox
-        from synth.sandbox.base import Limits
-
-        config = self.config
-        cache_path, work_dir = worker_paths(self.run_dir, "worker")
-        roles = ("questioner", "solver", "inspector")
-        self._models = load_worker_models({r: config.model_for(r) for r in roles}, base_url=config.base_url,
-                                          cache_path=cache_path, limiter=limiter)
-        self._deps = EpisodeDeps(
-            questioner_model=self._models["questioner"], solver_model=self._models["solver"],
-            inspector_model=self._models["inspector"], sandbox=get_sandbox(config.backend), sources=self.sources,
-            sink=sink, work_dir=work_dir, mode=config.mode, limits=Limits(timeout_s=config.cell_timeout_s),
-            max_rounds=config.max_rounds, max_revisions=config.max_revisions, roles_dir=config.roles,
-            checklists_dir=config.checklists, duplicates=NearDuplicateIndex(instructions=list(self.instructions)),
-        )
-        return build_interaction_graph(self._deps)
-
-    async def invoke(self, compiled: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        from synth.graphs.interaction import run_episode
-
-        return await run_episode(compiled, payload)
-
-    def add_context(self, context: dict[str, Any]) -> None:
-        for instruction in context.get("instructions") or []:
-            self._deps.duplicates.add(instruction)
-
-    async def close(self) -> None:
-        await close_models(getattr(self, "_models", {}))
-
-
-@dataclass
-class RefineRecipe(WorkerRecipe):
-    """`synth refine` on a worker: the run's config and run dir (for the cache)."""
-
-    config: Any  # RefineConfig
-    run_dir: Path
-
-    async def open(self, sink: Any, limiter: _LimiterClient | None) -> Any:
-        from synth.graphs.reasoning import ReasoningDeps, build_reasoning_graph
-
-        config = self.config
-        cache_path, _ = worker_paths(self.run_dir, "worker")
-        chain = config.chain()
-        specs = {"model": config.model}
-        if "judge" in chain:
-            specs["judge"] = config.judge_model or config.model
-        self._models = load_worker_models(specs, base_url=config.base_url, cache_path=cache_path, limiter=limiter)
-        deps = ReasoningDeps(model=self._models["model"], sink=sink, judge_model=self._models.get("judge"),
-                             matchers=chain, max_distill_attempts=config.max_distill_attempts,
-                             max_refine_attempts=config.max_refine_attempts, roles_dir=config.roles)
-        return build_reasoning_graph(deps)
-
-    async def invoke(self, compiled: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        from synth.graphs.reasoning import run_item
-
-        return await run_item(compiled, payload)
-
-    async def close(self) -> None:
-        await close_models(getattr(self, "_models", {}))
-
-
 __all__ = [
-    "EXECUTORS", "Executor", "ExecutorError", "Job", "JobResult", "LocalExecutor", "RayExecutor", "Work",
-    "WorkerRecipe", "ClusterLimitedModel", "GraphWork", "GenerateRecipe", "RefineRecipe", "make_executor",
-    "import_ray",
+    "SCHEDULERS", "Scheduler", "SchedulerError", "Job", "JobResult", "LocalScheduler", "RayScheduler", "Work",
+    "WorkerRecipe", "ClusterLimitedModel", "GraphWork", "make_scheduler", "import_ray", "run_to_end",
+    "load_worker_models", "worker_paths", "close_models",
 ]

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Sequence
+from typing import List
 
+import typer
+
+from synth.commands import print_error
 from synth.sandbox import BACKENDS, Limits, get_sandbox
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print_error(message)
     return 2
 
 
-def exec_command(
-    files: Sequence[Path], workspace: Path, mode: str = "script", timeout: float = 60.0, backend: str = "local"
+def exec_cells(
+    files: list[Path], workspace: Path, mode: str = "script", timeout: float = 60.0, backend: str = "local"
 ) -> int:
     """Print one JSON line per cell; 0 even when cells fail (the failure is in the JSON), 2 on bad arguments."""
     if mode not in ("script", "session"):
@@ -48,3 +50,14 @@ def exec_command(
             record = {k: v for k, v in result.to_dict().items()}
             print(json.dumps(record, ensure_ascii=False), flush=True)
     return 0
+
+
+def command(
+    files: List[Path] = typer.Argument(..., help="Python files, each run as one cell, in order."),
+    workspace: Path = typer.Option(..., "--workspace", help="Directory copied into a fresh sandbox workspace."),
+    mode: str = typer.Option("script", "--mode", help="script: each cell a fresh process; session: state persists."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Wall-clock seconds per cell."),
+    backend: str = typer.Option("local", "--backend", help="local | docker"),
+) -> None:
+    """Run FILES as cells in one sandbox session; print one JSON line per cell."""
+    raise typer.Exit(exec_cells(list(files), workspace=workspace, mode=mode, timeout=timeout, backend=backend))

@@ -1,0 +1,96 @@
+"""Are the tasks grounded in the data? One `synth generate` run over the demo sources and Chinook, then a count.
+
+    python benchmarks/task_variety.py [--model embedded] [--limit 12] [--out DIR]
+
+Prints, over every planned episode (accepted or rejected): the task kinds the seeds chose and their number, every
+group-by key the solver's code used with the role the DataCard gives that column (a `measure` or `key` there is a
+group-by on a continuous or id column), and for each "hard" episode the number of code cells its final trajectory
+ran, with the share of hard ACCEPTED records that have at least 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from synth.config import GenerateConfig  # noqa: E402
+from synth.generate import generate  # noqa: E402
+from synth.protocol import extract_code, parse  # noqa: E402
+from synth.seeds import column_roles  # noqa: E402
+from synth.sources import profile_all  # noqa: E402
+from synth.sources.demo import write_demo_sources  # noqa: E402
+
+_GROUPBY = re.compile(r"groupby\(\s*\[?\s*['\"]([^'\"]+)['\"]|GROUP BY\s+([\w.\"]+)", re.IGNORECASE)
+
+
+def _codes(row: dict) -> list[str]:
+    if "messages" in row:
+        return [extract_code(a.content) for a in parse(row["messages"][-1]["content"]).of_kind("Code")]
+    return [t["code"] for t in (row.get("trajectory") or {}).get("turns", []) if t.get("code")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--chinook", type=Path, default=REPO.parent / "shared" / "data" / "sources" / "chinook" /
+                        "Chinook_Sqlite.sqlite")
+    args = parser.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="ds-synth-variety-"))
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    sources = root / "sources"
+    if not sources.exists():
+        write_demo_sources(sources)
+        shutil.copyfile(args.chinook, sources / args.chinook.name)
+    run = root / "run"
+    config = GenerateConfig(sources=sources, out=run, model=args.model, limit=args.limit,
+                            concurrency=args.concurrency, mode="session", resume=run.exists())
+    asyncio.run(generate(config, out=io.StringIO(), live=False))
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines() if line.strip()]
+    roles = {}
+    for card in profile_all(sources):
+        for table in card.tables:
+            for column, role in column_roles(table).items():
+                roles.setdefault(column.lower(), set()).add(role)
+    kinds: Counter = Counter()
+    bad_groups, groups, hard = [], [], []
+    for row, accepted in [(r, True) for r in records] + [(r, False) for r in rejected]:
+        seed = row.get("seed") if accepted else (row.get("task") or {}).get("seed")
+        kinds[(seed or {}).get("kind", "none")] += 1
+        for code in _codes(row):
+            for match in _GROUPBY.finditer(code):
+                column = (match.group(1) or match.group(2) or "").strip('"').split(".")[-1]
+                seen = roles.get(column.lower(), {"unknown"})
+                groups.append((column, "/".join(sorted(seen))))
+                if seen & {"measure", "key"} and not seen & {"group", "identifier"}:
+                    bad_groups.append(column)
+        if row.get("difficulty") == "hard":
+            hard.append((accepted, len(_codes(row))))
+    print(f"{len(records)} accepted, {len(rejected)} rejected of {args.limit} planned episodes (run: {run})")
+    print(f"task kinds ({len(kinds)} distinct): " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
+    print(f"group-by keys in the solver's code: {len(groups)}; on a continuous or id column: {len(bad_groups)} "
+          f"{bad_groups or ''}")
+    if groups:
+        print("  " + ", ".join(f"{c} ({r})" for c, r in groups))
+    accepted_hard = [cells for ok, cells in hard if ok]
+    print(f"hard episodes: {len(hard)}, cells per final trajectory: {[c for _, c in hard]}; accepted hard records "
+          f"with >= 3 cells: {sum(c >= 3 for c in accepted_hard)}/{len(accepted_hard)}")
+
+
+if __name__ == "__main__":
+    main()

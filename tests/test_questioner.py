@@ -1,0 +1,83 @@
+"""The questioner role: validation and repair, file names, plugin roles (a scripted model; no graph)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from doubles import ScriptedChatModel
+from test_interaction_graph import TASK
+
+from synth.questioner import (
+    LLMQuestioner,
+    ProposalRequest,
+    QuestionerError,
+    _validate_task_items,
+    _with_full_file_names,
+    make_questioner,
+)
+
+
+def test_questioner_plugin_from_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    import synth.roles
+
+    class PluginQuestioner:
+        def __init__(self, *, model, role) -> None:
+            self.model, self.role = model, role
+
+        async def propose(self, request):  # pragma: no cover - only constructed here
+            raise NotImplementedError
+
+    class FakeEntryPoint:
+        name, value = "questioner", "pkg.mod:PluginQuestioner"
+
+        def load(self):
+            return PluginQuestioner
+
+    monkeypatch.setattr(synth.roles, "_entry_points", lambda: [FakeEntryPoint()])
+    model = ScriptedChatModel(["{}"])
+    made = make_questioner(model)
+    assert isinstance(made, PluginQuestioner) and made.model is model and made.role.name == "questioner"
+    monkeypatch.setattr(synth.roles, "_entry_points", lambda: [])
+    assert isinstance(make_questioner(model), LLMQuestioner)
+
+
+async def test_questioner_keeps_only_real_files_and_rejects_bad_items() -> None:
+    lenient = LLMQuestioner(ScriptedChatModel([json.dumps({**TASK, "files": ["SALES.csv", "region"]})]))
+    request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
+    assert (await lenient.propose(request)).files == ["sales.csv"]
+    bad_file = {**TASK, "instruction": "x"}
+    good_item = {"rule": "file_created", "params": {"glob": "out.csv"}}
+    bad_item = {**TASK, "checklist": [{"rule": "no_such_rule"}, good_item]}
+    model = ScriptedChatModel([json.dumps(bad_file), json.dumps(bad_item), json.dumps(bad_item)], strict=True)
+    questioner = LLMQuestioner(model, max_repairs=2, validate_items=_validate_task_items)
+    request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
+    task = await questioner.propose(request)
+    assert "instruction" in model.calls[1]["messages"][-1]["content"]
+    assert "no_such_rule" in model.calls[2]["messages"][-1]["content"]  # repaired with the precise error first
+    assert task.checklist == [good_item]  # the last try keeps the valid items of an otherwise sound task
+    hopeless = ScriptedChatModel(["not json"], strict=False)
+    with pytest.raises(QuestionerError, match="no valid task after 2 tries"):
+        await LLMQuestioner(hopeless, max_repairs=1).propose(request)
+
+
+async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_names() -> None:
+    join = {**TASK, "instruction": "In music, find the album with the most tracks and its title.",
+            "files": ["music.sqlite"], "deliverables": []}
+    single = {**TASK, "instruction": "Find the `AlbumId` with the most rows in `Track` of music.sqlite.",
+              "files": ["music.sqlite"], "deliverables": []}
+    request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
+                              focus_table="Track", other_tables=["Album", "Genre"])
+    model = ScriptedChatModel([json.dumps(join), json.dumps(single)], strict=True)
+    questioner = LLMQuestioner(model, max_repairs=2)
+    joined = await questioner.propose(request)
+    assert joined.instruction == ("In music.sqlite, find the album with the most tracks and its title. "
+                                  "Use only the `Track` table.")
+    assert (await questioner.propose(request)).instruction == single["instruction"]  # nothing to add
+    assert _with_full_file_names("In Chinook_Sqlite, count rows", ["Chinook_Sqlite.sqlite"]) == (
+        "In Chinook_Sqlite.sqlite, count rows")
+    assert _with_full_file_names("Count diabetes patients", ["diabetes.csv"]) == "Count diabetes patients"
+    assert len(model.calls) == 2  # no repair round trips: small models repeat themselves when asked
+    silent_file = {**single, "deliverables": ["top.csv"]}
+    named = await LLMQuestioner(ScriptedChatModel([json.dumps(silent_file)]), max_repairs=0).propose(request)
+    assert named.instruction.endswith("Save the result to top.csv.")  # never a check the solver cannot know about
