@@ -33,7 +33,9 @@ def records():
 async def test_generate_records_reproduce_and_an_edited_block_is_reported_exactly(tmp_path):
     summary = await inspect_data(InspectConfig(data=RUN, out=tmp_path / "clean"))
     blocks = [b for row in summary.rows for b in row["blocks"]]
-    assert blocks and all(b["class"] == "identical" for b in blocks)  # 100 % of the Execute blocks
+    # 100 % of the Execute blocks reproduce: byte for byte, or — where a traceback names this machine's Python
+    # installation or a cell file whose /tmp path differs without bubblewrap — equal after normalising paths
+    assert blocks and all(b["class"] in ("identical", "normalized") for b in blocks), blocks
     assert summary.stats["authenticity_rate"] == 1.0 and summary.stats["accepted"] == len(summary.rows)
     # a copy of the run whose one Execute block (the second record's last) was edited
     copy = tmp_path / "edited"
@@ -48,7 +50,7 @@ async def test_generate_records_reproduce_and_an_edited_block_is_reported_exactl
     lines[1] = json.dumps(record)
     (copy / "records.jsonl").write_text("\n".join(lines) + "\n")
     summary = await inspect_data(InspectConfig(data=copy, out=tmp_path / "out"))
-    different = [(row["index"], b["block"]) for row in summary.rows for b in row["blocks"] if b["class"] != "identical"]
+    different = [(row["index"], b["block"]) for row in summary.rows for b in row["blocks"] if b["class"] not in ("identical", "normalized")]
     edited_block = len([a for a in parse(text).actions if a.kind == "Execute"])
     assert different == [(1, edited_block)]  # exactly that block, nothing else
     assert [r["accepted"] for r in summary.rows] == [True, False, True]

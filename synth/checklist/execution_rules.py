@@ -116,7 +116,8 @@ def execute_blocks_authentic(ctx: RuleContext) -> ItemResult:
 _VOLATILE = [
     (re.compile(r"0x[0-9a-fA-F]{4,}"), "0x<addr>"),
     (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds?|minutes?)\b"), "<duration>"),
-    (re.compile(r"/tmp/[\w.-]+"), "/tmp/<tmp>"),
+    # the whole path: a cell file is /tmp/cell_1.py in bubblewrap's private /tmp and /tmp/<random>/cell_1.py without
+    (re.compile(r"/tmp(?:/[\w.-]+)+"), "/tmp/<tmp>"),
 ]
 
 
