@@ -73,6 +73,9 @@ class ProposalRequest:
     focus_table: str | None = None  # the table the task should centre on (spreads tasks over a source's tables)
     # Tables an easy task reaches through the focus table's id columns only (named -> "Use only the focus table").
     other_tables: list[str] = field(default_factory=list)
+    # table -> column names of the source (the DataCard): a task that names a file or a `table.column` the data
+    # does not have (a copied example, an invented schema) is sent back. Empty: not checked.
+    columns: dict[str, list[str]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -139,6 +142,9 @@ class LLMQuestioner:
 
     def _validated(self, text: str, request: ProposalRequest, last_try: bool = False) -> TaskProposal:
         data = first_json_object(text)
+        cap = TaskProposal.model_fields["checklist"].metadata[0].max_length
+        if last_try and isinstance(data, dict) and isinstance(data.get("checklist"), list) and len(data["checklist"]) > cap:
+            data = {**data, "checklist": data["checklist"][:cap]}  # optional checks: a sound task is worth more
         try:
             task = TaskProposal.model_validate(data)
         except ValidationError as exc:
@@ -149,6 +155,11 @@ class LLMQuestioner:
         if not task.files:
             task.files = list(request.file_names)
         task.instruction = _with_full_file_names(task.instruction, task.files)
+        ungrounded = _ungrounded_names(task.instruction, request, task.deliverables)
+        if ungrounded:  # never kept, not even on the last try: a task about data that is not there is worthless
+            raise ValueError(f"instruction names {', '.join(ungrounded)}, which the data does not have; use only "
+                             f"the files ({', '.join(request.file_names)}) and the tables and columns of the data "
+                             "description, spelled exactly")
         unnamed = [name for name in task.deliverables if name not in task.instruction]
         if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
             task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."
@@ -186,6 +197,32 @@ def _with_full_file_names(text: str, files: Sequence[str]) -> str:
         else:
             text = re.sub(bare, name, text)
     return text
+
+
+_FILE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.(?:csv|tsv|sqlite3?|db|duckdb|xlsx?|parquet|jsonl?|txt|md)(?![\w.])",
+                        re.IGNORECASE)
+_QUALIFIED = re.compile(r"`([A-Za-z_][\w ]*)\.([A-Za-z_][\w ]*)`")
+
+
+def _ungrounded_names(text: str, request: ProposalRequest, deliverables: Sequence[str]) -> list[str]:
+    """Data files and backticked `table.column` names in `text` that the source does not have (deliverables and
+    the files of the request are fine). Only checked when the request carries the source's columns."""
+    if not request.columns:
+        return []
+    known_files = {n.lower() for n in [*request.file_names, *deliverables]}
+    tables = {t.lower(): {c.lower() for c in cols} for t, cols in request.columns.items()}
+    stems = {Path(n).stem.lower() for n in request.file_names}
+    bad = [  # a file the task reads that is not there; other file names are outputs the task asks for
+        f"file {name}" for name in dict.fromkeys(_FILE_NAME.findall(text))
+        if name.lower() not in known_files and re.search(
+            rf"\b(?:in|from|of|open|read|reads|load|loads|using|uses)\s+(?:the\s+)?['\"`]?{re.escape(name)}",
+            text, re.IGNORECASE)]
+    for table, column in dict.fromkeys(_QUALIFIED.findall(text)):
+        if table.lower() in stems and f"{table}.{column}".lower() in known_files:
+            continue  # a backticked file name such as `sales.csv`
+        if column.lower() not in tables.get(table.lower(), set()):
+            bad.append(f"`{table}.{column}`")
+    return bad
 
 
 def _tables_named(text: str, tables: Sequence[str]) -> list[str]:

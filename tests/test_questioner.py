@@ -81,3 +81,33 @@ async def test_easy_task_naming_another_table_gets_the_constraint_and_full_file_
     silent_file = {**single, "deliverables": ["top.csv"]}
     named = await LLMQuestioner(ScriptedChatModel([json.dumps(silent_file)]), max_repairs=0).propose(request)
     assert named.instruction.endswith("Save the result to top.csv.")  # never a check the solver cannot know about
+
+
+async def test_too_many_checklist_items_are_repaired_then_capped_on_the_last_try() -> None:
+    item = {"rule": "answer_present"}
+    crowded = {**TASK, "checklist": [item] * 7}
+    request = ProposalRequest("sales.csv", "card", ["sales.csv"], "data_analysis", "easy")
+    model = ScriptedChatModel([json.dumps(crowded), json.dumps(crowded)], strict=True)
+    task = await LLMQuestioner(model, max_repairs=1, validate_items=_validate_task_items).propose(request)
+    assert "at most 6 items" in model.calls[1]["messages"][-1]["content"]  # asked to fix it first
+    assert task.checklist == [item] * 6  # then the task is kept with the first six of its optional checks
+
+
+async def test_a_task_naming_data_the_source_does_not_have_is_sent_back() -> None:
+    columns = {"iris": ["sepal_width_cm", "species"]}
+    request = ProposalRequest("iris.csv", "card", ["iris.csv"], "data_analysis", "easy", columns=columns)
+    copied = {**TASK, "instruction": "In shop.sqlite, sum `orders.total` per `orders.customer` and report the "
+                                     "largest.", "files": ["iris.csv"], "deliverables": []}
+    grounded = {**TASK, "instruction": "Average `iris.sepal_width_cm` per `iris.species` in iris.csv; save the "
+                                       "table to means.csv and report the largest.", "files": ["iris.csv"],
+                "deliverables": []}
+    model = ScriptedChatModel([json.dumps(copied), json.dumps(grounded)], strict=True)
+    task = await LLMQuestioner(model, max_repairs=1).propose(request)
+    repair = model.calls[1]["messages"][-1]["content"]
+    assert "file shop.sqlite" in repair and "`orders.total`" in repair and "`orders.customer`" in repair
+    assert task.instruction.startswith("Average `iris.sepal_width_cm`")  # an output file it names is fine
+    hopeless = ScriptedChatModel([json.dumps(copied)], strict=False)
+    with pytest.raises(QuestionerError, match="which the data does not have"):  # never kept, even on the last try
+        await LLMQuestioner(hopeless, max_repairs=1).propose(request)
+    unchecked = ProposalRequest("iris.csv", "card", ["iris.csv"], "data_analysis", "easy")  # no columns given
+    assert (await LLMQuestioner(ScriptedChatModel([json.dumps(copied)])).propose(unchecked)).instruction

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from synth.dataset.record import Record
 from synth.errors import SynthError
-from synth.protocol import execute_spans
+from synth.protocol import execute_spans, instruction_of
 
 QUESTION_COLUMNS = ("question", "utterance", "query", "prompt", "instruction", "problem", "input", "text")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -81,8 +81,7 @@ class FilterReport:
 
 def instruction_text(record: Record) -> str:
     """The task text of a record: the `# Instruction` part of its prompt."""
-    body = record.prompt.split("# Instruction", 1)[-1]
-    return body.split("\n# Data", 1)[0].strip()
+    return instruction_of(record.prompt).strip()
 
 
 def turn_count(record: Record) -> int:

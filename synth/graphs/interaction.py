@@ -121,7 +121,8 @@ async def propose(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
         card.name, card.questioner_prompt(focus, QUESTIONER_CARD_CHARS, alone=easy), [Path(card.path).name],
         ep["category"], ep["difficulty"], category_hint=load_checklist(ep["category"], deps.checklists_dir).hint,
         seed=seed.describe() if seed else None, focus_table=focus,
-        other_tables=card.referenced_tables(focus) if easy else [])
+        other_tables=card.referenced_tables(focus) if easy else [],
+        columns={t.name: [c.name for c in t.columns] for t in card.tables})
     avoid: list[str] = []
     try:
         for _ in range(2):  # one retry when the task only rewords an accepted one

@@ -52,8 +52,9 @@ class RoleScript:
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
         last = messages[-1]["content"]
         if "You write data-science tasks" in system:
-            kind = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", last)
-            file = re.search(r"^File: (\S+)", last, re.MULTILINE)
+            asked = next(m["content"] for m in reversed(messages) if m["content"].startswith("Category: "))
+            kind = re.search(r"Category: (\w+)\. Difficulty: (\w+)\.", asked)  # the request, also on a repair
+            file = re.search(r"^File: (\S+)", asked, re.MULTILINE)
             name = file.group(1) if file else ""
             return json.dumps({"instruction": self.task(kind.group(1), kind.group(2), name), "files": [name],
                                "deliverables": [], "reference_answer": None, "checklist": []})
