@@ -8,7 +8,9 @@ are withheld from the pipeline), once with `--no-verify` and once with verificat
 scores every episode's final answer — accepted or rejected — with InfiAgent's own rule (every `@name[value]`
 sub-answer equal, numbers within 1e-6) and prints, for each mode: the solver's accuracy over all episodes, the
 acceptance rate, the accuracy of the accepted answers, and the model time per episode and per accepted record.
-Each mode has its own run dir and response cache, so neither reuses the other's model calls.
+Each mode has its own run dir and response cache, so neither reuses the other's model calls; with `--out`, a
+rerun continues (resumes) the run dirs already there. "accepted, reference verified" counts the accepted records
+whose reference a verifier program (or a tie-break) computed; the others were accepted unverified.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def run_mode(name: str, verify: bool, questions: Path, tables: Path, labels: dic
     out = root / name
     config = GenerateConfig(sources=tables, tasks=questions, tasks_format="infiagent", out=out, model=args.model,
                             limit=args.limit, concurrency=args.concurrency, verify=verify, mode=args.mode,
-                            max_rounds=args.max_rounds, max_revisions=1)
+                            max_rounds=args.max_rounds, max_revisions=1, resume=out.exists())
     started = time.monotonic()
     asyncio.run(generate(config, out=io.StringIO(), live=False))
     wall = time.monotonic() - started
@@ -62,11 +64,15 @@ def run_mode(name: str, verify: bool, questions: Path, tables: Path, labels: dic
     episodes = len(records) + len(rejected)
     right_all = sum(_correct(_answer(r), labels[str(r.get("task_id"))]) for r in records + rejected)
     right_accepted = sum(_correct(_answer(r), labels[str(r["task_id"])]) for r in records)
+    verified = [r for r in records if (r.get("reference") or {}).get("verified_by") not in (None, "none")]
+    right_verified = sum(_correct(_answer(r), labels[str(r["task_id"])]) for r in verified)
     model_s = sum(float((r.get("usage") or {}).get("model_s", 0.0)) for r in records + rejected)
     return {"mode": name, "episodes": episodes, "tasks": len(ids), "accepted": len(records),
             "solver_accuracy": right_all / episodes if episodes else 0.0,
             "acceptance": len(records) / episodes if episodes else 0.0,
             "accepted_accuracy": right_accepted / len(records) if records else None,
+            "accepted_verified": len(verified),
+            "verified_accuracy": right_verified / len(verified) if verified else None,
             "model_s_per_episode": model_s / episodes if episodes else 0.0,
             "model_s_per_accepted": model_s / len(records) if records else None, "wall_s": wall}
 
@@ -97,6 +103,8 @@ def main() -> None:
                             ("acceptance", "acceptance rate", "{:.2f}"),
                             ("accepted", "accepted records", "{}"),
                             ("accepted_accuracy", "accuracy of accepted", "{:.2f}"),
+                            ("accepted_verified", "accepted, reference verified", "{}"),
+                            ("verified_accuracy", "accuracy of those", "{:.2f}"),
                             ("model_s_per_episode", "model s / episode", "{:.1f}"),
                             ("model_s_per_accepted", "model s / accepted record", "{:.1f}"),
                             ("wall_s", "wall s", "{:.0f}")):

@@ -49,9 +49,18 @@ def reads_files(code: str, files: Sequence[str]) -> bool:
     return any(name in code for name in names) and bool(_READS.search(code))
 
 
+_NAMED_VALUE = re.compile(r"@(\w+)\[\s*(.*?)\s*\]")
+
+
 def printed_answer(output: str) -> str | None:
+    """The value of the last `ANSWER:` line; else the `@name[value]` pairs the program printed (a task that asks
+    for that format, InfiAgent-style, gets them from programs that forget the ANSWER line), a later one of a name
+    winning."""
     found = _ANSWER_LINE.findall(output or "")
-    return found[-1].strip() if found and found[-1].strip() else None
+    if found and found[-1].strip():
+        return found[-1].strip()
+    named = dict(_NAMED_VALUE.findall(output or ""))
+    return ", ".join(f"@{name}[{value}]" for name, value in named.items()) if named else None
 
 
 async def compute_reference(

@@ -135,3 +135,12 @@ async def test_user_task_skips_the_questioner_and_a_given_reference_gates_the_an
     [record] = env.records()
     assert record["task_id"] == "q-7" and record["reference"]["verified_by"] == "given"
     assert "questioner" not in record["models"]
+
+
+def test_the_printed_answer_is_the_last_answer_line_else_the_named_values() -> None:
+    from synth.verifier import printed_answer
+
+    assert printed_answer("x\nANSWER: 3.5\nANSWER: 4.11\n") == "4.11"
+    # a program that printed the task's @name[value] format instead of the ANSWER line (a later name wins)
+    assert printed_answer("@mean[ 1.5 ]\n@std[0.2] @mean[1.25]\n") == "@mean[1.25], @std[0.2]"
+    assert printed_answer("ANSWER:   \n") is None and printed_answer("nothing here") is None
