@@ -26,7 +26,7 @@ from synth.graphs.interaction import EpisodeDeps, build_interaction_graph, run_e
 from synth.jsonl import read_jsonl
 from synth.llm.base import ChatModel
 from synth.progress import RunLog, RunProgress
-from synth.rundir import RunDirError, RunDirLock, has_run_files, inside, open_outputs
+from synth.rundir import RunDirError, RunDirLock, grown_limit, has_run_files, inside, open_outputs
 from synth.sampler import NearDuplicateIndex, plan_episodes
 from synth.sandbox.base import Limits
 from synth.scheduler import WorkerRecipe
@@ -76,14 +76,10 @@ def prepare_run_dir(config: GenerateConfig, lock: RunDirLock | None = None) -> t
     with lock.taking(run_dir) if lock is not None else nullcontext():
         if config.resume:
             stored = GenerateConfig.load(saved)
-            limit = stored.limit
-            if config.limit is not None and config.limit != stored.limit:
-                # The plan is a prefix-stable function of the config, so a run can grow: the new episodes are appended.
-                if stored.limit is None or config.limit < stored.limit:
-                    raise RunError(f"--resume --limit {config.limit}: the run in {run_dir} plans "
-                                   f"{stored.limit if stored.limit is not None else 'every'} episode(s); a resumed run "
-                                   "can only grow (give a larger --limit, or none)")
-                limit = config.limit
+            try:
+                limit = grown_limit(config.limit, stored.limit, run_dir, "episode(s)")
+            except RunDirError as exc:
+                raise RunError(str(exc)) from None
             config = stored.model_copy(update={"resume": True, "out": run_dir, "concurrency": config.concurrency,
                                                "executor": config.executor, "ray_address": config.ray_address,
                                                "limit": limit})

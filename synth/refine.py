@@ -29,7 +29,7 @@ from synth.graphs.reasoning import (
 from synth.jsonl import read_jsonl
 from synth.llm.base import ChatModel
 from synth.refiner import keyword_vocabulary, load_keywords, sample_keywords
-from synth.rundir import RunDirError, RunDirLock, has_run_files, inside, open_outputs
+from synth.rundir import RunDirError, RunDirLock, grown_limit, has_run_files, inside, open_outputs
 from synth.scheduler import WorkerRecipe
 
 
@@ -66,9 +66,16 @@ def prepare_refine_dir(config: RefineConfig, lock: RunDirLock | None = None) -> 
             raise RefineError(f"--out {run_dir} is inside the input folder {config.input}; inputs are never written to")
     with lock.taking(run_dir) if lock is not None else nullcontext():
         if config.resume:
-            config = RefineConfig.load(saved).model_copy(update={
+            stored = RefineConfig.load(saved)
+            try:
+                limit = grown_limit(config.limit, stored.limit, run_dir, "item(s)")
+            except RunDirError as exc:
+                raise RefineError(str(exc)) from None
+            config = stored.model_copy(update={
                 "resume": True, "out": run_dir, "concurrency": config.concurrency, "executor": config.executor,
-                "ray_address": config.ray_address})
+                "ray_address": config.ray_address, "limit": limit})
+            if limit != stored.limit:
+                config.save(saved)
         else:
             config = config.model_copy(update={"out": run_dir})
             config.save(saved)

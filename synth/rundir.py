@@ -100,4 +100,17 @@ def inside(path: Path, folder: Path) -> bool:
         return False
 
 
-__all__ = ["RunDirLock", "RunDirError", "RunDirInUse", "has_run_files", "open_outputs", "inside", "LOCK_FILE"]
+def grown_limit(requested: int | None, stored: int | None, run_dir: Path, unit: str) -> int | None:
+    """The --limit of a resumed run: the stored one, or a larger one (a run's plan is a prefix-stable function of
+    its config, so it can grow: the new work is appended); a smaller one is refused."""
+    if requested is None or requested == stored:
+        return stored
+    if stored is None or requested < stored:
+        raise RunDirError(f"--resume --limit {requested}: the run in {run_dir} plans "
+                          f"{stored if stored is not None else 'every'} {unit}; a resumed run can only grow "
+                          "(give a larger --limit, or none)")
+    return requested
+
+
+__all__ = ["RunDirLock", "RunDirError", "RunDirInUse", "has_run_files", "open_outputs", "inside", "grown_limit",
+           "LOCK_FILE"]

@@ -207,6 +207,22 @@ def test_resume_continues_interrupted_items_without_duplicates(items_file, tmp_p
     assert third.model.calls == [] and len(_rows(run / "records.jsonl")) == 4
 
 
+def test_resume_with_a_larger_limit_grows_the_run_and_a_smaller_one_is_refused(items_file, tmp_path):
+    from synth.refine import RefineError
+
+    run = tmp_path / "run"
+    _run(items_file, run, Teacher(), limit=1)
+    assert len(_rows(run / "records.jsonl")) == 2  # q1: distilled and refined
+    more = Teacher()
+    grown = RefineConfig(input=Path("ignored"), out=run, resume=True, limit=2)
+    asyncio.run(refine(grown, model=more.model, out=io.StringIO(), live=False))
+    assert {q for _, q in more.counts} == {ITEMS[1]["question"]}  # only the new item ran
+    assert len(_rows(run / "records.jsonl")) == 4 and RefineConfig.load(run / "config.yaml").limit == 2
+    with pytest.raises(RefineError, match="can only grow"):
+        asyncio.run(refine(RefineConfig(input=Path("ignored"), out=run, resume=True, limit=1), model=more.model,
+                           out=io.StringIO(), live=False))
+
+
 def test_refine_command_reports_bad_input_in_one_line(tmp_path):
     out = io.StringIO()
     assert refine_command({"input": tmp_path / "missing.jsonl", "out": tmp_path / "run"}, out=out) == 2
