@@ -155,6 +155,7 @@ class LLMQuestioner:
         if not task.files:
             task.files = list(request.file_names)
         task.instruction = _with_full_file_names(task.instruction, task.files)
+        task.instruction = _bare_columns_of_one_table(task.instruction, request.columns)
         ungrounded = _ungrounded_names(task.instruction, request, task.deliverables)
         if ungrounded:  # never kept, not even on the last try: a task about data that is not there is worthless
             raise ValueError(f"instruction names {', '.join(ungrounded)}, which the data does not have; use only "
@@ -197,6 +198,20 @@ def _with_full_file_names(text: str, files: Sequence[str]) -> str:
         else:
             text = re.sub(bare, name, text)
     return text
+
+
+def _bare_columns_of_one_table(text: str, columns: dict[str, list[str]]) -> str:
+    """`diabetes.s4` -> `s4` in a one-table source: code reading a CSV finds no column named `diabetes.s4`."""
+    if len(columns) != 1:
+        return text
+    [(table, names)] = columns.items()
+    known = {n.lower(): n for n in names}
+
+    def bare(match: re.Match[str]) -> str:
+        column = known.get(match.group(2).lower())
+        return f"`{column}`" if match.group(1).lower() == table.lower() and column else match.group(0)
+
+    return re.sub(r"`([A-Za-z_][\w ]*)\.([^`]+)`", bare, text)
 
 
 _FILE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.(?:csv|tsv|sqlite3?|db|duckdb|xlsx?|parquet|jsonl?|txt|md)(?![\w.])",

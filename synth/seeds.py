@@ -78,6 +78,7 @@ class TaskSeed:
     join: dict[str, str] | None = None  # {"table", "on", "ref_column"} along a real foreign key
     min_cells: int = 1  # a hard task has several steps
     issue: str | None = None  # data_cleaning: the problem the profile shows (e.g. "3 nulls in Composer")
+    qualified: bool = True  # columns named `table.column`; False for a one-table file (a CSV has no table names)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,8 +87,8 @@ class TaskSeed:
         """The seed as the questioner reads it."""
         parts = [f"Task kind: {self.kind} — {KIND_TEXT.get(self.kind, self.kind)}."]
         for part, column in self.columns.items():
-            names = ", ".join(f"`{c.strip()}`" if "." in c or not self.table else f"`{self.table}.{c.strip()}`"
-                              for c in column.split(","))
+            names = ", ".join(f"`{c.strip()}`" if "." in c or not self.table or not self.qualified
+                              else f"`{self.table}.{c.strip()}`" for c in column.split(","))
             parts.append(f"{part}: {names}")
         if self.join:
             parts.append(f"join: `{self.table}.{self.join['on']}` = `{self.join['table']}.{self.join['ref_column']}`")
@@ -158,9 +159,10 @@ def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str,
             if seed is not None:
                 seed.category, seed.difficulty = category, difficulty
                 seed.min_cells = _MIN_CELLS.get(difficulty, 1)
+                seed.qualified = len(card.tables) > 1
                 return seed
     return TaskSeed(kind="open_question", category=category, difficulty=difficulty, table=focus,
-                    min_cells=_MIN_CELLS.get(difficulty, 1))
+                    min_cells=_MIN_CELLS.get(difficulty, 1), qualified=len(card.tables) > 1)
 
 
 def _pick(rng: random.Random, names: list[str]) -> str | None:

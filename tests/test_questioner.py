@@ -105,9 +105,24 @@ async def test_a_task_naming_data_the_source_does_not_have_is_sent_back() -> Non
     task = await LLMQuestioner(model, max_repairs=1).propose(request)
     repair = model.calls[1]["messages"][-1]["content"]
     assert "file shop.sqlite" in repair and "`orders.total`" in repair and "`orders.customer`" in repair
-    assert task.instruction.startswith("Average `iris.sepal_width_cm`")  # an output file it names is fine
+    assert task.instruction.startswith("Average `sepal_width_cm` per `species`")  # an output file it names is fine
     hopeless = ScriptedChatModel([json.dumps(copied)], strict=False)
     with pytest.raises(QuestionerError, match="which the data does not have"):  # never kept, even on the last try
         await LLMQuestioner(hopeless, max_repairs=1).propose(request)
     unchecked = ProposalRequest("iris.csv", "card", ["iris.csv"], "data_analysis", "easy")  # no columns given
     assert (await LLMQuestioner(ScriptedChatModel([json.dumps(copied)])).propose(unchecked)).instruction
+
+
+async def test_columns_of_a_one_table_file_are_named_bare() -> None:
+    one = ProposalRequest("diabetes.csv", "card", ["diabetes.csv"], "data_analysis", "easy",
+                          columns={"diabetes": ["s4", "sex"]})
+    qualified = {**TASK, "instruction": "In diabetes.csv, sum `diabetes.s4` per `diabetes.sex`.", "files": [],
+                 "deliverables": []}
+    task = await LLMQuestioner(ScriptedChatModel([json.dumps(qualified)])).propose(one)
+    assert task.instruction == "In diabetes.csv, sum `s4` per `sex`."
+    several = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "easy",
+                              columns={"Track": ["Name"], "Album": ["Title"]})
+    kept = {**TASK, "instruction": "In music.sqlite, list `Track.Name` by `Album.Title`.", "files": [],
+            "deliverables": []}
+    assert (await LLMQuestioner(ScriptedChatModel([json.dumps(kept)])).propose(several)).instruction == kept[
+        "instruction"]

@@ -50,6 +50,7 @@ def test_no_seed_groups_by_a_continuous_or_id_column_and_hard_seeds_need_steps(c
                         assert role in ("group", "identifier"), (card.name, seed)
                     assert seed.min_cells == (3 if difficulty == "hard" else 1)
                     assert seed.describe().startswith(f"Task kind: {seed.kind}")
+                    assert seed.qualified == (len(card.tables) > 1)  # a CSV's columns are named bare
     assert len(kinds) >= 8
 
 
@@ -59,3 +60,13 @@ def test_seeds_are_deterministic_and_follow_foreign_keys(cards) -> None:
     assert first == task_seed(chinook, "Track", "data_analysis", "hard", "ep-1")
     joins = [task_seed(chinook, "Track", "data_analysis", "hard", f"ep-{i}") for i in range(12)]
     assert any(s.join and s.join["table"] in ("Album", "Genre", "MediaType") for s in joins)
+
+
+def test_a_one_table_source_names_its_columns_bare_and_a_database_qualifies_them() -> None:
+    from synth.seeds import TaskSeed
+
+    seed = TaskSeed(kind="group_aggregate", category="data_analysis", difficulty="easy", table="diabetes",
+                    columns={"group by": "sex", "measure": "s4"}, qualified=False)
+    assert "group by: `sex`; measure: `s4`" in seed.describe()
+    seed.qualified = True
+    assert "group by: `diabetes.sex`; measure: `diabetes.s4`" in seed.describe()
