@@ -4,6 +4,7 @@ REAL SQLite checkpointer)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from doubles import ScriptedChatModel
@@ -82,6 +83,20 @@ async def test_tiebreak_sides_with_the_reference_and_the_episode_is_rejected(tmp
     [row] = env.rejected()
     assert row["reference"]["value"] == "north" and row["tiebreak"]["sided_with"] == "reference"
     assert env.records() == []
+
+
+async def test_a_judged_item_the_judge_cannot_back_does_not_stop_the_tiebreak(tmp_path: Path) -> None:
+    def unbacked(messages) -> str:  # quotes text that is nowhere in the trajectory: "not judged", blocks nothing
+        ids = re.findall(r"- id (\S+):", messages[-1]["content"])
+        return json.dumps({"answers": [{"id": i, "quote": "words that are nowhere in the work", "pass": False,
+                                        "reason": "no"} for i in ids]})
+
+    env = _env(tmp_path, [GOOD_CODE, ANSWER, GOOD_CODE, ANSWER], [program("south"), program("north")])
+    env.deps.inspector_model = ScriptedChatModel([unbacked], name="inspector")
+    state = await env.run()
+    judged = [i for i in state["verdicts"][0]["items"] if i.get("not_judged")]
+    assert judged and all(i["required"] for i in judged)  # required judged items, no verdict on any
+    assert state["tiebreak"]["sided_with"] == "solver" and state["outcome"] == "accepted"
 
 
 async def test_open_ended_task_is_not_verified_and_keeps_its_judged_items(tmp_path: Path) -> None:

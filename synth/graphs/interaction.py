@@ -297,7 +297,8 @@ def after_inspect(state: EpisodeState, deps: EpisodeDeps) -> str:
         return "emit"
     if verdict["decision"] == "revise" and state.get("revisions", 0) < deps.max_revisions:
         return "revise"
-    blocking = [i for i in verdict.get("items", []) if i["required"] and not i["passed"]]
+    # a judged item the judge could not back with a quote is no verdict: it blocks nothing (synth/checklist/judge.py)
+    blocking = [i for i in verdict.get("items", []) if i["required"] and not i["passed"] and not i.get("not_judged")]
     if (verdict["decision"] == "revise" and blocking and all(i["id"] == "verified_answer" for i in blocking)
             and (state.get("reference") or {}).get("verified_by") == "program" and not state.get("tiebreak")
             and deps.verifier_model is not None):
