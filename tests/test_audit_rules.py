@@ -86,3 +86,27 @@ def test_every_standing_checklist_catches_a_cut_answer(category):
     assert "answer_complete" in ids
     if category in ("data_analysis", "data_insight", "modeling"):
         assert {"answer_states_result", "answer_names_known"} <= ids
+
+
+FORMAT_TASK = ("Question: What are the mean and std of Close?\nFormat: @mean_close[mean], @std_close[std] where both "
+               "are rounded to two decimal places.")
+
+
+@pytest.mark.parametrize("answer, passed, why", [
+    ("@mean_close[4.11], @std_close[1.40]", True, "all 2"),
+    ("@mean_close[4], @std_close[1.4]", True, "all 2"),  # fewer decimals than asked is not looser
+    ("The mean is 4.11 and the std is 1.40.", False, "mean_close, std_close"),
+    ("@mean_close[4.11]", False, "std_close"),
+    ("@mean_close[4.11], @std_close[]", False, "std_close"),
+    ("@mean_close[4.1134], @std_close[1.40]", False, "2 decimal place"),
+])
+def test_answer_format_followed(answer, passed, why):
+    result = check("answer_format_followed", ctx(answer, task=FORMAT_TASK))
+    assert result.passed is passed and why in result.reason
+
+
+def test_answer_format_followed_skips_tasks_without_a_format_or_with_mixed_rounding():
+    assert check("answer_format_followed", ctx("The average rate_marriage is 4.11.")).passed
+    mixed = "Format: @r[r] rounded to two decimal places, @p[p] rounded to four decimal places."
+    assert check("answer_format_followed", ctx("@r[0.12345], @p[0.123456]", task=mixed)).passed
+    assert not check("answer_format_followed", ctx("@r[0.12]", task=mixed)).passed

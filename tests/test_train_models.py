@@ -67,7 +67,7 @@ def test_exported_checkpoint_runs_on_the_embedded_backend(checkpoint, tmp_path):
     q8 = export_gguf(checkpoint, tmp_path / "q8.gguf", qtype="q8_0")
     f16 = export_gguf(checkpoint, tmp_path / "f16.gguf", qtype="f16")
     assert q8.stat().st_size < f16.stat().st_size
-    model = load_model(f"embedded:{q8}?family=deepanalyze&n_ctx=512&seed=0")
+    model = load_model(f"embedded:{q8}?n_ctx=512&seed=0")  # the family comes from the GGUF's tag tokens
 
     async def ask():
         # The deepanalyze family's Execute message: llama.cpp renders it with the checkpoint's own template.
@@ -79,6 +79,25 @@ def test_exported_checkpoint_runs_on_the_embedded_backend(checkpoint, tmp_path):
     completion = asyncio.run(ask())
     assert completion.usage.prompt_tokens > 10 and completion.usage.completion_tokens > 0
     assert model.family == "deepanalyze"
+
+
+def test_gguf_tokens_reads_the_exported_vocabulary(checkpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    from synth.llm.base import ModelError
+    from synth.llm.model_files import gguf_tokens
+
+    gguf = export_gguf(checkpoint, tmp_path / "tiny.gguf", qtype="f32")
+    tokens = gguf_tokens(gguf)
+    assert len(tokens) == len(AutoTokenizer.from_pretrained(checkpoint)) and "<Analyze>" in tokens
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        gguf_tokens(not_gguf)
+    torn = tmp_path / "torn.gguf"
+    torn.write_bytes(gguf.read_bytes()[:64])
+    with pytest.raises(ModelError, match="ends early"):
+        gguf_tokens(torn)
 
 
 def test_gguf_architecture_and_export_errors_are_one_line(tmp_path, checkpoint):

@@ -1,7 +1,7 @@
 """`synth train export-gguf CKPT`: a trained checkpoint as a GGUF file for the embedded llama.cpp backend.
 
     export_gguf("ckpt/sft", "ckpt/sft/model-q8_0.gguf", qtype="q8_0")
-    synth eval --model "embedded:ckpt/sft/model-q8_0.gguf?family=deepanalyze" …
+    synth eval --model embedded:ckpt/sft/model-q8_0.gguf …   # deepanalyze family: the GGUF has the tag tokens
 
 Writes the architecture's hyper-parameters, the tokenizer (byte-level BPE: tokens, types, merges, special ids,
 the chat template — the deepanalyze template that renders Execute inline, which llama.cpp applies with its jinja

@@ -174,6 +174,38 @@ def answer_states_result(ctx: RuleContext) -> ItemResult:
     return ItemResult(False, "the answer states no result: no number and no value printed by a cell")
 
 
+_FORMAT_FIELD = _re.compile(r"@([A-Za-z_]\w*)\[")
+_ANSWER_FIELD = _re.compile(r"@([A-Za-z_]\w*)\[([^\]]*)\]")
+_ROUNDED = _re.compile(r"rounded (?:off )?to (\w+) decimal place", _re.IGNORECASE)
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+@rule("answer_format_followed", fix="Give every value the task asks for in its answer format, @name[value] for each "
+                                    "name, rounded as the task says.")
+def answer_format_followed(ctx: RuleContext) -> ItemResult:
+    """When the task prescribes @name[value] answers (InfiAgent-DABench's format, or a user's task written the same
+    way), the answer gives every requested name with a value, and — when the task states one rounding for all — no
+    numeric value has more decimals than that. A task without such a format passes."""
+    from synth.protocol import instruction_of
+
+    task = instruction_of(ctx.trajectory.prompt)
+    wanted = list(dict.fromkeys(_FORMAT_FIELD.findall(task)))
+    if not wanted:
+        return ItemResult(True, "the task prescribes no @name[value] format")
+    given = dict(_ANSWER_FIELD.findall(ctx.trajectory.answer or ""))
+    missing = [name for name in wanted if not given.get(name, "").strip()]
+    if missing:
+        return ItemResult(False, f"the answer gives no @name[value] for {', '.join(missing[:6])}")
+    places = {_NUMBER_WORDS.get(word.lower(), int(word) if word.isdigit() else -1) for word in _ROUNDED.findall(task)}
+    if len(places) == 1 and (decimals := places.pop()) >= 0:
+        loose = [f"@{name}[{given[name]}]" for name in wanted
+                 if _re.fullmatch(r"-?\d+\.(\d+)", given[name].strip())
+                 and len(given[name].strip().split(".")[1]) > decimals]
+        if loose:
+            return ItemResult(False, f"{', '.join(loose[:4])}: the task asks for {decimals} decimal place(s)")
+    return ItemResult(True, f"the answer gives all {len(wanted)} requested @name[value] field(s)")
+
+
 _IDENTIFIER = _re.compile(r"`([A-Za-z_][\w.]*)`|(?<![\w.])([A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+)(?![\w])")
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.llm._util import check_family, cut_at_stop, family_from_name
+from synth.llm._util import check_family, cut_at_stop, family_from_name, family_from_vocab
 from synth.llm.base import Completion, Message, ModelError, Usage
-from synth.llm.model_files import DEFAULT_SIZE, EMBEDDED_MODELS, ensure_model_file
+from synth.llm.model_files import DEFAULT_SIZE, EMBEDDED_MODELS, ensure_model_file, gguf_tokens
 
 DEFAULT_CONTEXT = 16384  # agent episodes (few-shot + several Execute rounds) stay well inside this
 DEFAULT_MAX_TOKENS = 2048  # a looping small model must not decode until the context is full
@@ -107,6 +107,16 @@ def _start_server(key: _ServerKey) -> Any:
         raise ModelError(f"llama.cpp could not load {key.path}: {error}") from None
 
 
+def _family_of(model: str, path: Path) -> str:
+    """deepanalyze when the name says so or the GGUF's vocabulary has the action tags (an exported checkpoint)."""
+    if family_from_name(model) == "deepanalyze" or model.lower() in EMBEDDED_MODELS:
+        return family_from_name(model)
+    try:
+        return family_from_vocab(gguf_tokens(path))
+    except (ModelError, OSError):
+        return "instruct"  # llama.cpp reports an unreadable file when it loads it
+
+
 class EmbeddedChatModel:
     """ChatModel on llama.cpp in this process.
 
@@ -148,7 +158,7 @@ class EmbeddedChatModel:
             _import_xllamacpp("embedded")
             self.model = path.stem
         self.path = path
-        self.family = check_family(family, self.name) if family else family_from_name(str(model))
+        self.family = check_family(family, self.name) if family else _family_of(str(model), path)
         self.seed = seed
         self.default_max_tokens = int(default_max_tokens)
         self.last_timings: dict[str, Any] = {}

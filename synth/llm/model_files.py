@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from synth.filelock import file_lock
 from synth.hashing import file_sha256
@@ -177,3 +178,55 @@ def _stamp_matches(model: ModelFile, target: Path) -> bool:
         return False
 
 
+
+
+# GGUF metadata value types (ggml's gguf.h): fixed-size scalars by struct code, 8 = string, 9 = array
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def gguf_tokens(path: Path) -> list[str]:
+    """The vocabulary (`tokenizer.ggml.tokens`) from a GGUF file's header, read without loading any tensor.
+
+    Lets a GGUF exported from a trained checkpoint be recognised by its added tag tokens, as an HF folder is.
+    Raises ModelError when the file is not GGUF (v2/v3) or carries no vocabulary.
+    """
+    import struct
+
+    with open(path, "rb") as handle:
+        def read(fmt: str) -> Any:
+            size = struct.calcsize("<" + fmt)
+            data = handle.read(size)
+            if len(data) != size:
+                raise ModelError(f"{path}: the GGUF header ends early")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def read_string() -> str:
+            return handle.read(read("Q")).decode("utf-8", errors="replace")
+
+        def skip(kind: int) -> None:
+            if kind in _GGUF_SCALARS:
+                handle.seek(struct.calcsize("<" + _GGUF_SCALARS[kind]), os.SEEK_CUR)
+            elif kind == _GGUF_STRING:
+                handle.seek(read("Q"), os.SEEK_CUR)
+            elif kind == _GGUF_ARRAY:
+                item_kind, count = read("I"), read("Q")
+                if item_kind in _GGUF_SCALARS:
+                    handle.seek(count * struct.calcsize("<" + _GGUF_SCALARS[item_kind]), os.SEEK_CUR)
+                else:
+                    for _ in range(count):
+                        skip(item_kind)
+            else:
+                raise ModelError(f"{path}: unknown GGUF value type {kind}")
+
+        if handle.read(4) != b"GGUF" or read("I") < 2:
+            raise ModelError(f"{path}: not a GGUF v2/v3 file")
+        read("Q")  # tensor count
+        for _ in range(read("Q")):
+            key, kind = read_string(), read("I")
+            if key == "tokenizer.ggml.tokens" and kind == _GGUF_ARRAY and read("I") == _GGUF_STRING:
+                return [read_string() for _ in range(read("Q"))]
+            if key == "tokenizer.ggml.tokens":
+                raise ModelError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
+            skip(kind)
+    raise ModelError(f"{path}: no tokenizer.ggml.tokens in the GGUF header")
