@@ -89,7 +89,8 @@ def test_every_standing_checklist_catches_a_cut_answer(category):
 
 
 FORMAT_TASK = ("Question: What are the mean and std of Close?\nFormat: @mean_close[mean], @std_close[std] where both "
-               "are rounded to two decimal places.")
+               "are rounded to two decimal places.\nGive every requested value exactly in the @name[value] format "
+               "above, e.g. @mean[1.23].")  # the notation and its example are not requested fields
 
 
 @pytest.mark.parametrize("answer, passed, why", [

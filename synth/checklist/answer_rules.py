@@ -174,10 +174,17 @@ def answer_states_result(ctx: RuleContext) -> ItemResult:
     return ItemResult(False, "the answer states no result: no number and no value printed by a cell")
 
 
-_FORMAT_FIELD = _re.compile(r"@([A-Za-z_]\w*)\[")
 _ANSWER_FIELD = _re.compile(r"@([A-Za-z_]\w*)\[([^\]]*)\]")
 _ROUNDED = _re.compile(r"rounded (?:off )?to (\w+) decimal place", _re.IGNORECASE)
 _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @rule("answer_format_followed", fix="Give every value the task asks for in its answer format, @name[value] for each "
@@ -189,7 +196,10 @@ def answer_format_followed(ctx: RuleContext) -> ItemResult:
     from synth.protocol import instruction_of
 
     task = instruction_of(ctx.trajectory.prompt)
-    wanted = list(dict.fromkeys(_FORMAT_FIELD.findall(task)))
+    # A field whose brackets hold a number (`@mean[1.23]`) or the generic `@name[value]` shows the notation;
+    # the requested fields hold placeholders (`@mean_close[mean]`).
+    wanted = list(dict.fromkeys(name for name, placeholder in _ANSWER_FIELD.findall(task)
+                                if (name, placeholder) != ("name", "value") and not _is_number(placeholder)))
     if not wanted:
         return ItemResult(True, "the task prescribes no @name[value] format")
     given = dict(_ANSWER_FIELD.findall(ctx.trajectory.answer or ""))
