@@ -248,7 +248,12 @@ class _Loop:
         return [*messages, *history, {"role": "user", "content": user}]
 
     def _feed_back(self, turn: Turn, note: str | None) -> None:
-        self.messages.append({"role": "assistant", "content": turn.text})
+        if self.family == "deepanalyze" and self.messages and self.messages[-1]["role"] == "assistant":
+            # A turn without code continues the same assistant message: the model writes one message between
+            # Executes, and llama.cpp refuses two assistant messages at the end of a request.
+            self.messages[-1] = {"role": "assistant", "content": self.messages[-1]["content"] + turn.text}
+        else:
+            self.messages.append({"role": "assistant", "content": turn.text})
         if turn.result is None:
             if self.family != "deepanalyze":
                 self._append_user(_CONTINUE)

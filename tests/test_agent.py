@@ -217,6 +217,19 @@ async def test_deepanalyze_family_gets_no_system_prompt_and_execute_role(open_se
     assert traj.answer == "5"
 
 
+async def test_deepanalyze_turns_without_code_continue_one_assistant_message(open_session):
+    model = ScriptedChatModel(["<Analyze>Look first.</Analyze>", "<Understand>Then sum.</Understand>",
+                               code_turn("print(5)"), "<Answer>5</Answer>"], family="deepanalyze", strict=True)
+    traj = await run_agent(model, open_session(), "q")
+    for call in model.calls:  # llama.cpp refuses two assistant messages at the end of a request
+        roles = [m["role"] for m in call["messages"]]
+        assert all(a != "assistant" or b != "assistant" for a, b in zip(roles, roles[1:])), roles
+    last = model.calls[-1]["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant", "execute"]
+    assert last[1]["content"].startswith("<Analyze>Look first.</Analyze><Understand>Then sum.</Understand>")
+    assert traj.answer == "5" and len(traj.turns) == 4
+
+
 async def test_model_error_stops_with_message(open_session):
     class Failing(ScriptedChatModel):
         async def chat(self, messages, **kw):
