@@ -150,6 +150,8 @@ class ChatRequest(BaseModel):
     thread_id: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     max_rounds: int | None = Field(None, ge=1, description="Lower the server's round cap for this request.")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens per model turn for this request (capped by the "
+                                                          "server's max_tokens_per_turn).")
 
 
 # --- the service --------------------------------------------------------------------------------------------------
@@ -164,6 +166,7 @@ class _Episode:
     history: list[Message]
     temperature: float | None
     max_rounds: int
+    max_tokens_per_turn: int
     completion_id: str
     created: int
 
@@ -305,7 +308,8 @@ class _Service:
         system = "\n\n".join(m.text() for m in req.messages[:-1] if m.role in ("system", "developer") and m.text())
         instruction = f"{system}\n\n{last.text()}" if system else last.text()
         rounds = min(req.max_rounds or self.config.max_rounds, self.config.max_rounds)
-        return _Episode(thread, instruction.strip(), list(thread.history), req.temperature, rounds,
+        tokens = min(req.max_tokens or self.config.max_tokens_per_turn, self.config.max_tokens_per_turn)
+        return _Episode(thread, instruction.strip(), list(thread.history), req.temperature, rounds, tokens,
                         "chatcmpl-" + secrets.token_hex(12), int(time.time()))
 
     async def run(self, ep: _Episode, emit: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> dict:
@@ -327,7 +331,7 @@ class _Service:
                             await emit(_event_chunk(kind, payload, new_files))
 
                     cfg = AgentConfig(max_rounds=ep.max_rounds, cell_timeout_s=self.config.cell_timeout_s,
-                                      max_tokens_per_turn=self.config.max_tokens_per_turn,
+                                      max_tokens_per_turn=ep.max_tokens_per_turn,
                                       temperature=ep.temperature)
                     traj = await run_agent(self.model, ep.thread.session, ep.instruction, config=cfg,
                                            history=ep.history, on_event=on_event)

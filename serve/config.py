@@ -18,7 +18,7 @@ class ServeConfig(BaseModel):
     mode: Literal["script", "session"] = "script"
     max_rounds: int = Field(30, ge=1, description="Model turns per request at most.")
     cell_timeout_s: float = Field(60.0, gt=0, description="Wall-clock seconds per code cell.")
-    max_tokens_per_turn: int = Field(2048, ge=16)
+    max_tokens_per_turn: int = Field(2048, ge=16, description="Tokens the model may write per turn at most.")
     workspace_root: Path | None = Field(
         None, description="Where uploaded files and thread workspaces live (default: a temporary directory)."
     )

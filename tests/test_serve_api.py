@@ -168,6 +168,15 @@ def test_chat_runs_agent_in_sandbox_and_returns_generated_files(live, data_csv):
     assert any(m["role"] == "assistant" and "mean 2.5" in m["content"] for m in first_call)
 
 
+def test_request_max_tokens_caps_each_turn_within_the_servers_limit(live):
+    client = live.client()
+    for asked, sent in ((64, 64), (10**6, live.service.config.max_tokens_per_turn), (None, 2048)):
+        before = len(live.model.calls)
+        extra = {"max_tokens": asked} if asked else {}
+        client.chat.completions.create(model="anything", messages=[{"role": "user", "content": FOLLOW_UP}], **extra)
+        assert {c["max_tokens"] for c in live.model.calls[before:]} == {sent}
+
+
 def test_stream_sends_each_action_as_it_happens(live, data_csv):
     client = live.client()
     upload = _upload(client, data_csv)

@@ -55,6 +55,8 @@ def command(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Base URL for openai:… specs (e.g. vLLM)."),
     mode: str = typer.Option("script", "--mode", help="script: each cell a fresh process; session: state persists."),
     max_rounds: int = typer.Option(30, "--max-rounds", help="Model turns per request at most."),
+    max_tokens_per_turn: int = typer.Option(2048, "--max-tokens-per-turn", help="Tokens the model may write per "
+                                            "turn at most (a request's max_tokens can only lower it)."),
     cell_timeout: float = typer.Option(60.0, "--cell-timeout", help="Wall-clock seconds per code cell."),
     workspace_root: Optional[Path] = typer.Option(None, "--workspace-root", help="Where files and thread workspaces live (default: a temp dir)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="DS_SYNTH_SERVE_API_KEY", help="Require `Authorization: Bearer KEY` on /v1."),
@@ -66,6 +68,6 @@ def command(
     """Serve the agent: OpenAI-compatible API (/v1/chat/completions, /v1/files) and a web page at /."""
     raise typer.Exit(serve(dict(
         host=host, port=port, model=model, base_url=base_url, mode=mode, max_rounds=max_rounds,
-        cell_timeout_s=cell_timeout, workspace_root=workspace_root, api_key=api_key, max_upload_mb=max_upload_mb,
+        max_tokens_per_turn=max_tokens_per_turn, cell_timeout_s=cell_timeout, workspace_root=workspace_root, api_key=api_key, max_upload_mb=max_upload_mb,
         max_concurrent=max_concurrent, max_queued=max_queued, thread_ttl_s=thread_ttl,
     )))
