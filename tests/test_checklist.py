@@ -666,3 +666,16 @@ def test_judge_reply_cut_off_by_max_tokens_keeps_its_complete_answers():
     verdicts, missing = parse_judge_reply(cut, ["a", "b", "c"])
     assert verdicts["a"].passed and verdicts["a"].reason == "Execute shows 5"
     assert verdicts["b"].passed is False and missing == ["c"]
+
+
+def test_normalize_output_forgives_tmp_directories_and_a_python_installed_under_tmp():
+    from synth.checklist.execution_rules import normalize_output
+
+    bwrap, plain = 'File "/tmp/cell_1.py", line 2', 'File "/tmp/tmpab12_x/cell_1.py", line 2'
+    assert normalize_output(bwrap) == normalize_output(plain)
+    assert normalize_output(bwrap) != normalize_output('File "/tmp/cell_2.py", line 2')  # the file name counts
+    # an audit: recorded where Python lived in /work, replayed by a checkout under /tmp
+    recorded = 'File "/work/main/.venv/lib/python3.11/site-packages/pandas/core/generic.py", line 3002'
+    replayed = 'File "/tmp/ciclone/.venv/lib/python3.11/site-packages/pandas/core/generic.py", line 3002'
+    assert normalize_output(recorded, lenient=True) == normalize_output(replayed, lenient=True)
+    assert normalize_output(recorded) != normalize_output(replayed)  # a replay on one machine stays strict

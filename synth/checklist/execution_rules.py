@@ -116,8 +116,9 @@ def execute_blocks_authentic(ctx: RuleContext) -> ItemResult:
 _VOLATILE = [
     (re.compile(r"0x[0-9a-fA-F]{4,}"), "0x<addr>"),
     (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds?|minutes?)\b"), "<duration>"),
-    # the whole path: a cell file is /tmp/cell_1.py in bubblewrap's private /tmp and /tmp/<random>/cell_1.py without
-    (re.compile(r"/tmp(?:/[\w.-]+)+"), "/tmp/<tmp>"),
+    # a cell file is /tmp/cell_1.py in bubblewrap's private /tmp and /tmp/<random>/cell_1.py without: the
+    # directories go, the file name stays
+    (re.compile(r"/tmp(?:/[\w.-]+)*(/[\w.-]+)"), r"/tmp/<tmp>\1"),
 ]
 
 
@@ -140,14 +141,15 @@ def normalize_output(text: str, workspaces: Sequence[Path] = (), extra: Sequence
     for ws in workspaces:
         for form in {str(ws), str(ws.resolve())}:
             text = text.replace(form, "<workspace>")
+    if lenient:  # before the /tmp rule, so a file under /tmp maps like any other (<path>/generic.py)
+        text = _ABSOLUTE_PATH.sub(r"<path>/\1", text)
     for pattern, repl in _VOLATILE:
         text = pattern.sub(repl, text)
     for pattern in extra:
         text = pattern.sub("<ignored>", text)
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").strip().splitlines()]
     if lenient:
-        lines = [" ".join(_FLOAT.sub(_float_canonical, _ABSOLUTE_PATH.sub(r"<path>/\1", line)).split())
-                 for line in lines]
+        lines = [" ".join(_FLOAT.sub(_float_canonical, line).split()) for line in lines]
         lines = [line for line in lines if line]
     return "\n".join(lines)
 
