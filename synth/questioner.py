@@ -211,7 +211,7 @@ def _bare_columns_of_one_table(text: str, columns: dict[str, list[str]]) -> str:
         column = known.get(match.group(2).lower())
         return f"`{column}`" if match.group(1).lower() == table.lower() and column else match.group(0)
 
-    return re.sub(r"`([A-Za-z_][\w ]*)\.([^`]+)`", bare, text)
+    return _QUALIFIED.sub(bare, text)
 
 
 _FILE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.(?:csv|tsv|sqlite3?|db|duckdb|xlsx?|parquet|jsonl?|txt|md)(?![\w.])",

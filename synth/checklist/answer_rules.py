@@ -7,7 +7,7 @@ from typing import Any
 from synth.checklist.context import RuleContext
 from synth.checklist.items import ItemResult
 from synth.checklist.registry import rule
-from synth.matchers import NumberToken, answers_match, number_tokens
+from synth.matchers import NumberToken, answers_match, as_number, named_values, number_tokens
 
 
 @rule("answer_present", fix="Finish with an <Answer>…</Answer> that states the result.")
@@ -174,17 +174,8 @@ def answer_states_result(ctx: RuleContext) -> ItemResult:
     return ItemResult(False, "the answer states no result: no number and no value printed by a cell")
 
 
-_ANSWER_FIELD = _re.compile(r"@([A-Za-z_]\w*)\[([^\]]*)\]")
 _ROUNDED = _re.compile(r"rounded (?:off )?to (\w+) decimal place", _re.IGNORECASE)
 _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @rule("answer_format_followed", fix="Give every value the task asks for in its answer format, @name[value] for each "
@@ -198,19 +189,19 @@ def answer_format_followed(ctx: RuleContext) -> ItemResult:
     task = instruction_of(ctx.trajectory.prompt)
     # A field whose brackets hold a number (`@mean[1.23]`) or the generic `@name[value]` shows the notation;
     # the requested fields hold placeholders (`@mean_close[mean]`).
-    wanted = list(dict.fromkeys(name for name, placeholder in _ANSWER_FIELD.findall(task)
-                                if (name, placeholder) != ("name", "value") and not _is_number(placeholder)))
+    wanted = [name for name, placeholder in named_values(task).items()
+              if (name, placeholder) != ("name", "value") and as_number(placeholder) is None]
     if not wanted:
         return ItemResult(True, "the task prescribes no @name[value] format")
-    given = dict(_ANSWER_FIELD.findall(ctx.trajectory.answer or ""))
+    given = named_values(ctx.trajectory.answer or "")
     missing = [name for name in wanted if not given.get(name, "").strip()]
     if missing:
         return ItemResult(False, f"the answer gives no @name[value] for {', '.join(missing[:6])}")
     places = {_NUMBER_WORDS.get(word.lower(), int(word) if word.isdigit() else -1) for word in _ROUNDED.findall(task)}
     if len(places) == 1 and (decimals := places.pop()) >= 0:
         loose = [f"@{name}[{given[name]}]" for name in wanted
-                 if _re.fullmatch(r"-?\d+\.(\d+)", given[name].strip())
-                 and len(given[name].strip().split(".")[1]) > decimals]
+                 if as_number(given[name]) is not None and not number_tokens(given[name])[0].percent
+                 and number_tokens(given[name])[0].decimals > decimals]
         if loose:
             return ItemResult(False, f"{', '.join(loose[:4])}: the task asks for {decimals} decimal place(s)")
     return ItemResult(True, f"the answer gives all {len(wanted)} requested @name[value] field(s)")
