@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth import protocol
+from synth import matchers, protocol
 from synth.llm.base import ChatModel, Message
 from synth.sandbox.base import SandboxSession
 from synth.trajectory import Trajectory, Turn
@@ -124,11 +124,13 @@ class _Loop:
         self.temperature = cfg.temperature if cfg.temperature is not None else params.get("temperature")
         self.messages: list[Message] = []
         self.execute_indices: list[int] = []  # positions in self.messages holding Execute output
+        self.answer_format = ""  # the task's @name[value] fields, repeated where the model writes its answer
 
     async def run(self, instruction: str, files, history: list[Message]) -> Trajectory:
         started = time.monotonic()
         data_files = self._data_files(files)
         prompt = protocol.build_user_prompt(instruction, data_files, root=self.session.workspace)
+        self.answer_format = answer_format(instruction)
         traj = Trajectory(prompt=prompt, mode=self.session.mode, model=getattr(self.model, "name", ""))
         self.messages = self._opening_messages(prompt, history, _database_names(data_files))
 
@@ -264,7 +266,7 @@ class _Loop:
             self.messages.append({"role": "execute", "content": f"\n<Execute>\n{output}\n</Execute>\n"})
         else:
             assert self.role is not None
-            self._append_user(self.role.render_user(output=output, note=note or ""))
+            self._append_user(self.role.render_user(output=output, note=note or "", answer_format=self.answer_format))
 
     def _append_user(self, content: str) -> None:
         self.messages.append({"role": "user", "content": content})
@@ -308,6 +310,22 @@ class _Loop:
         result = self.on_event(kind, payload)
         if inspect.isawaitable(result):
             await result
+
+
+def answer_format(instruction: str) -> str:
+    """The answer form a task prescribes, as the solver is reminded of it after each output ("" when none):
+    `@mean[mean] @std[std] (numbers rounded to 2 decimal places)`. Long placeholders become `...`."""
+    fields = matchers.answer_fields(instruction)
+    if not fields:
+        return ""
+    form = " ".join(f"@{f.name}[{f.placeholder if len(f.placeholder) <= 24 else '...'}]" for f in fields)
+    places = {f.decimals for f in fields}
+    if places == {None}:
+        return form
+    if len(places) == 1:
+        return f"{form} (numbers rounded to {places.pop()} decimal places)"
+    rounding = ", ".join(f"{f.name} to {f.decimals}" for f in fields if f.decimals is not None)
+    return f"{form} (decimal places: {rounding})"
 
 
 def _unsupported_by(result: Any) -> str | None:

@@ -199,6 +199,58 @@ def named_values(text: Any) -> dict[str, str]:
     return dict(_NAMED_RE.findall(str(text))) if isinstance(text, str) else {}
 
 
+@dataclass(frozen=True)
+class AnswerField:
+    """One `@name[placeholder]` field a task prescribes for its answer, with the decimals the task states for it."""
+
+    name: str
+    placeholder: str
+    decimals: int | None  # None: the task states no rounding for this field
+
+    def template(self) -> str:
+        return f"@{self.name}[{self.placeholder}]"
+
+
+_DECIMALS_RE = re.compile(r"\b(\w+)\s+decimal\s+places?\b", re.IGNORECASE)
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+# A task's format text splits into clauses at sentence ends, line breaks and each "where …".
+_CLAUSE_RE = re.compile(r"(?<=\.)\s+|\n+|(?=\bwhere\b)", re.IGNORECASE)
+
+
+def _stated_decimals(text: str) -> set[int]:
+    words = (w.lower() for w in _DECIMALS_RE.findall(text))
+    return {_NUMBER_WORDS[w] if w in _NUMBER_WORDS else int(w) for w in words if w in _NUMBER_WORDS or w.isdigit()}
+
+
+def answer_fields(task: Any) -> list[AnswerField]:
+    """The `@name[placeholder]` fields a task asks its answer in (InfiAgent-DABench's format), in order.
+
+    A field's rounding is the one stated in its own brackets (`@r[the coefficient, rounded to two decimal places]`),
+    else in a clause that quotes its placeholder (`where "r" is …, rounded to two decimal places`); when no field has
+    its own, the task's one stated rounding applies to all (`@m[mean], @s[std], rounded to two decimal places`). A bracket holding a number (`@mean[1.23]`) or the generic
+    `@name[value]` only shows the notation and is no field."""
+    if not isinstance(task, str):
+        return []
+    fields = [(name, placeholder) for name, placeholder in named_values(task).items()
+              if (name, placeholder) != ("name", "value") and as_number(placeholder) is None]
+    if not fields:
+        return []
+    clauses = [c for c in _CLAUSE_RE.split(task) if c and _stated_decimals(c)]
+    overall = _stated_decimals(task)
+    stated: dict[str, set[int]] = {}
+    for name, placeholder in fields:
+        stated[name] = _stated_decimals(placeholder)
+        quoted = {name.lower(), placeholder.strip().lower()}
+        for clause in clauses if not stated[name] else ():
+            if quoted & {q.lower() for q in re.findall(r'"([^"]+)"', clause)}:
+                stated[name] = _stated_decimals(clause)
+                break
+    if not any(stated.values()) and len(overall) == 1:
+        stated = {name: overall for name in stated}
+    return [AnswerField(name, placeholder, next(iter(stated[name])) if len(stated[name]) == 1 else None)
+            for name, placeholder in fields]
+
+
 def _only_numbers(reference: Any) -> bool:
     if not isinstance(reference, str):
         return False
@@ -490,7 +542,7 @@ def _read_judgement(text: str) -> tuple[bool, str]:
 
 
 __all__ = [
-    "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "NumberToken", "number_tokens",
+    "AnswerField", "answer_fields", "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "NumberToken", "number_tokens",
     "extract_numbers", "as_number", "normalize_answer", "answers_match", "exact_match", "numeric_match",
     "contains_match", "named_values", "wikitq_match", "wikitq_normalize", "list_values", "reference_values", "answer_candidates",
     "parse_chain", "match_rules", "match_answer", "judge_match",

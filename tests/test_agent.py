@@ -76,6 +76,19 @@ async def test_normal_finish(open_session):
     assert traj.mode == "script" and traj.model == "scripted"
 
 
+async def test_a_task_with_an_answer_format_is_repeated_where_the_model_answers(open_session):
+    task = ('Mean price in Berlin?\nFormat: @mean_price[mean] @city[name] where "mean" is rounded to two decimal '
+            'places. Give every value in the @name[value] format, e.g. @mean[1.23].')
+    model = ScriptedChatModel([code_turn(MEAN_CODE), "<Answer>@mean_price[15.00] @city[Berlin]</Answer>"], strict=True)
+    await run_agent(model, open_session(), task)
+    reminder = model.calls[1]["messages"][-1]["content"]
+    assert reminder.startswith("<Execute>\n15.0\n</Execute>")
+    assert reminder.rstrip().endswith("in this form: @mean_price[mean] @city[name] (decimal places: mean_price to 2).")
+    plain = ScriptedChatModel([code_turn(MEAN_CODE), ANSWER], strict=True)
+    await run_agent(plain, open_session(), "Mean price in Berlin?")
+    assert "in this form" not in plain.calls[1]["messages"][-1]["content"]
+
+
 async def test_invented_execute_is_replaced_by_the_real_output(open_session):
     invented = code_turn("print(6 * 7)") + "\n<Execute>\n99999\n</Execute>\n<Answer>\n99999\n</Answer>"
     model = StopIgnoringModel([invented, "<Understand>42</Understand><Answer>42</Answer>"], strict=True)

@@ -96,18 +96,42 @@ FORMAT_TASK = ("Question: What are the mean and std of Close?\nFormat: @mean_clo
 @pytest.mark.parametrize("answer, passed, why", [
     ("@mean_close[4.11], @std_close[1.40]", True, "all 2"),
     ("@mean_close[4], @std_close[1.4]", True, "all 2"),  # fewer decimals than asked is not looser
-    ("The mean is 4.11 and the std is 1.40.", False, "mean_close, std_close"),
-    ("@mean_close[4.11]", False, "std_close"),
-    ("@mean_close[4.11], @std_close[]", False, "std_close"),
-    ("@mean_close[4.1134], @std_close[1.40]", False, "2 decimal place"),
+    ("The mean is 4.11 and the std is 1.40.", False, "no @mean_close[...], @std_close[...]; the task asks for: "
+                                                    "@mean_close[mean] @std_close[std]"),
+    ("@mean_close[4.11]", False, "no @std_close[...]"),
+    ("@mean_close[4.11], @std_close[]", False, "no @std_close[...]"),
+    ("@mean_close[4.1134], @std_close[1.40]", False, "@mean_close[4.1134] has 4 decimals where the task asks for 2"),
 ])
 def test_answer_format_followed(answer, passed, why):
     result = check("answer_format_followed", ctx(answer, task=FORMAT_TASK))
     assert result.passed is passed and why in result.reason
 
 
-def test_answer_format_followed_skips_tasks_without_a_format_or_with_mixed_rounding():
+def test_answer_format_followed_skips_tasks_without_a_format_or_with_unattributed_rounding():
     assert check("answer_format_followed", ctx("The average rate_marriage is 4.11.")).passed
     mixed = "Format: @r[r] rounded to two decimal places, @p[p] rounded to four decimal places."
     assert check("answer_format_followed", ctx("@r[0.12345], @p[0.123456]", task=mixed)).passed
     assert not check("answer_format_followed", ctx("@r[0.12]", task=mixed)).passed
+
+
+# InfiAgent-DABench's own formats: a rounding stated per field, in its brackets or in a `where "x" …` clause.
+IN_BRACKETS = ('Format: @correlation_type[A string that should be either "Positive Correlation" or "No Correlation"] '
+               '@correlation_coefficient[The Pearson correlation coefficient, rounded to two decimal places] '
+               '@p_value[The p-value of the correlation test, rounded to three decimal places]')
+IN_CLAUSES = ('Format: @correlation_coefficient[r_value]\n@p_value[p_value]\nwhere "r_value" is a number between -1 '
+              'and 1, rounded to two decimal places.\nwhere "p_value" is a number between 0 and 1, rounded to four '
+              'decimal places.')
+
+
+@pytest.mark.parametrize("task, answer, passed, why", [
+    (IN_BRACKETS, "@correlation_type[Positive Correlation] @correlation_coefficient[0.99] @p_value[0.000]", True,
+     "all 3"),
+    (IN_BRACKETS, "@correlation_type[Positive Correlation] @correlation_coefficient[0.9915] @p_value[0.0]", False,
+     "@correlation_coefficient[0.9915] has 4 decimals where the task asks for 2"),
+    (IN_CLAUSES, "@correlation_coefficient[0.12] @p_value[0.1234]", True, "all 2"),
+    (IN_CLAUSES, "@correlation_coefficient[0.12] @p_value[0.12345]", False, "asks for 4"),
+    (IN_CLAUSES, "@correlation_coefficient[0.123] @p_value[0.1234]", False, "asks for 2"),
+])
+def test_answer_format_followed_reads_a_rounding_per_field(task, answer, passed, why):
+    result = check("answer_format_followed", ctx(answer, task=task))
+    assert result.passed is passed and why in result.reason

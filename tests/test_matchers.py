@@ -119,3 +119,24 @@ def test_llm_judge_unreadable_or_negative_reply_does_not_match():
     for reply in ("I think so", '{"match": false, "reason": "different"}'):
         judge = ScriptedChatModel([reply])
         assert not asyncio.run(match_answer("four", "3", ["judge"], judge_model=judge)).matched
+
+
+def test_answer_fields_read_each_fields_rounding_from_its_brackets_its_clause_or_the_one_stated():
+    from synth.matchers import answer_fields
+
+    def fields(task):
+        return [(f.name, f.placeholder, f.decimals) for f in answer_fields(task)]
+
+    assert fields("What is the mean? Answer in plain words.") == []
+    assert fields("Give it as @name[value], e.g. @mean[1.23].") == []  # the notation, not a requested field
+    assert fields("Format: @m[mean], @s[std] where both are rounded to two decimal places.") == [
+        ("m", "mean", 2), ("s", "std", 2)]
+    assert fields("@r[the coefficient, rounded to two decimal places] @p[the p-value, rounded to 3 decimal places]"
+                  " @kind[positive or negative]") == [
+        ("r", "the coefficient, rounded to two decimal places", 2),
+        ("p", "the p-value, rounded to 3 decimal places", 3), ("kind", "positive or negative", None)]
+    assert fields('@r[r_value]\n@p[p_value]\nwhere "r_value" is rounded to two decimal places.\n'
+                  'where "p_value" is rounded to four decimal places.') == [("r", "r_value", 2), ("p", "p_value", 4)]
+    assert fields("@n[count] where count is an integer") == [("n", "count", None)]
+    assert fields("@r[r] rounded to two decimal places, @p[p] rounded to four decimal places.") == [
+        ("r", "r", None), ("p", "p", None)]  # two roundings, neither tied to a field: none is assumed

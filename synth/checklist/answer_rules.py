@@ -7,7 +7,7 @@ from typing import Any
 from synth.checklist.context import RuleContext
 from synth.checklist.items import ItemResult
 from synth.checklist.registry import rule
-from synth.matchers import NumberToken, answers_match, as_number, named_values, number_tokens
+from synth.matchers import NumberToken, answer_fields, answers_match, as_number, named_values, number_tokens
 
 
 @rule("answer_present", fix="Finish with an <Answer>…</Answer> that states the result.")
@@ -174,37 +174,31 @@ def answer_states_result(ctx: RuleContext) -> ItemResult:
     return ItemResult(False, "the answer states no result: no number and no value printed by a cell")
 
 
-_ROUNDED = _re.compile(r"rounded (?:off )?to (\w+) decimal place", _re.IGNORECASE)
-_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
-
-
 @rule("answer_format_followed", fix="Give every value the task asks for in its answer format, @name[value] for each "
                                     "name, rounded as the task says.")
 def answer_format_followed(ctx: RuleContext) -> ItemResult:
     """When the task prescribes @name[value] answers (InfiAgent-DABench's format, or a user's task written the same
-    way), the answer gives every requested name with a value, and — when the task states one rounding for all — no
-    numeric value has more decimals than that. A task without such a format passes."""
+    way), the answer gives every requested name with a value, and no numeric value has more decimals than the task
+    states for that field (matchers.answer_fields). A task without such a format passes."""
     from synth.protocol import instruction_of
 
-    task = instruction_of(ctx.trajectory.prompt)
-    # A field whose brackets hold a number (`@mean[1.23]`) or the generic `@name[value]` shows the notation;
-    # the requested fields hold placeholders (`@mean_close[mean]`).
-    wanted = [name for name, placeholder in named_values(task).items()
-              if (name, placeholder) != ("name", "value") and as_number(placeholder) is None]
-    if not wanted:
+    fields = answer_fields(instruction_of(ctx.trajectory.prompt))
+    if not fields:
         return ItemResult(True, "the task prescribes no @name[value] format")
     given = named_values(ctx.trajectory.answer or "")
-    missing = [name for name in wanted if not given.get(name, "").strip()]
+    missing = [f for f in fields if not given.get(f.name, "").strip()]
     if missing:
-        return ItemResult(False, f"the answer gives no @name[value] for {', '.join(missing[:6])}")
-    places = {_NUMBER_WORDS.get(word.lower(), int(word) if word.isdigit() else -1) for word in _ROUNDED.findall(task)}
-    if len(places) == 1 and (decimals := places.pop()) >= 0:
-        loose = [f"@{name}[{given[name]}]" for name in wanted
-                 if as_number(given[name]) is not None and not number_tokens(given[name])[0].percent
-                 and number_tokens(given[name])[0].decimals > decimals]
-        if loose:
-            return ItemResult(False, f"{', '.join(loose[:4])}: the task asks for {decimals} decimal place(s)")
-    return ItemResult(True, f"the answer gives all {len(wanted)} requested @name[value] field(s)")
+        return ItemResult(False, f"the answer gives no {', '.join(f'@{f.name}[...]' for f in missing[:6])}; the "
+                                 f"task asks for: {' '.join(f.template() for f in fields)}")
+    loose = []
+    for f in fields:
+        tokens = number_tokens(given[f.name]) if as_number(given[f.name]) is not None else []
+        if f.decimals is not None and tokens and not tokens[0].percent and tokens[0].decimals > f.decimals:
+            loose.append(f"@{f.name}[{given[f.name]}] has {tokens[0].decimals} decimals where the task asks for "
+                         f"{f.decimals}")
+    if loose:
+        return ItemResult(False, "; ".join(loose[:4]))
+    return ItemResult(True, f"the answer gives all {len(fields)} requested @name[value] field(s)")
 
 
 _IDENTIFIER = _re.compile(r"`([A-Za-z_][\w.]*)`|(?<![\w.])([A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+)(?![\w])")
