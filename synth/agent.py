@@ -318,7 +318,7 @@ def answer_format(instruction: str) -> str:
     fields = matchers.answer_fields(instruction)
     if not fields:
         return ""
-    form = " ".join(f"@{f.name}[{f.placeholder if len(f.placeholder) <= 24 else '...'}]" for f in fields)
+    form = " ".join(f.template(max_placeholder=24) for f in fields)
     places = {f.decimals for f in fields}
     if places == {None}:
         return form

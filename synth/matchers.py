@@ -207,8 +207,10 @@ class AnswerField:
     placeholder: str
     decimals: int | None  # None: the task states no rounding for this field
 
-    def template(self) -> str:
-        return f"@{self.name}[{self.placeholder}]"
+    def template(self, max_placeholder: int | None = None) -> str:
+        """`@name[placeholder]`; a placeholder longer than `max_placeholder` characters is shown as `...`."""
+        short = max_placeholder is not None and len(self.placeholder) > max_placeholder
+        return f"@{self.name}[{'...' if short else self.placeholder}]"
 
 
 _DECIMALS_RE = re.compile(r"\b(\w+)\s+decimal\s+places?\b", re.IGNORECASE)
@@ -226,9 +228,9 @@ def answer_fields(task: Any) -> list[AnswerField]:
     """The `@name[placeholder]` fields a task asks its answer in (InfiAgent-DABench's format), in order.
 
     A field's rounding is the one stated in its own brackets (`@r[the coefficient, rounded to two decimal places]`),
-    else in a clause that quotes its placeholder (`where "r" is …, rounded to two decimal places`); when no field has
-    its own, the task's one stated rounding applies to all (`@m[mean], @s[std], rounded to two decimal places`). A bracket holding a number (`@mean[1.23]`) or the generic
-    `@name[value]` only shows the notation and is no field."""
+    else in a clause that quotes its placeholder (`where "r" is …, rounded to two decimal places`); when no field
+    has its own, the task's one stated rounding applies to all (`@m[mean], @s[std], rounded to two decimal places`).
+    A bracket holding a number (`@mean[1.23]`) or the generic `@name[value]` only shows the notation: no field."""
     if not isinstance(task, str):
         return []
     fields = [(name, placeholder) for name, placeholder in named_values(task).items()
@@ -239,12 +241,9 @@ def answer_fields(task: Any) -> list[AnswerField]:
     overall = _stated_decimals(task)
     stated: dict[str, set[int]] = {}
     for name, placeholder in fields:
-        stated[name] = _stated_decimals(placeholder)
         quoted = {name.lower(), placeholder.strip().lower()}
-        for clause in clauses if not stated[name] else ():
-            if quoted & {q.lower() for q in re.findall(r'"([^"]+)"', clause)}:
-                stated[name] = _stated_decimals(clause)
-                break
+        stated[name] = _stated_decimals(placeholder) or next(
+            (_stated_decimals(c) for c in clauses if quoted & {q.lower() for q in re.findall(r'"([^"]+)"', c)}), set())
     if not any(stated.values()) and len(overall) == 1:
         stated = {name: overall for name in stated}
     return [AnswerField(name, placeholder, next(iter(stated[name])) if len(stated[name]) == 1 else None)
@@ -542,7 +541,8 @@ def _read_judgement(text: str) -> tuple[bool, str]:
 
 
 __all__ = [
-    "AnswerField", "answer_fields", "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS", "NumberToken", "number_tokens",
+    "AnswerField", "answer_fields", "MatchResult", "MatcherError", "DEFAULT_CHAIN", "MATCHER_NAMES", "RULE_MATCHERS",
+    "NumberToken", "number_tokens",
     "extract_numbers", "as_number", "normalize_answer", "answers_match", "exact_match", "numeric_match",
     "contains_match", "named_values", "wikitq_match", "wikitq_normalize", "list_values", "reference_values", "answer_candidates",
     "parse_chain", "match_rules", "match_answer", "judge_match",
