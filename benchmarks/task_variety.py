@@ -3,9 +3,10 @@
     python benchmarks/task_variety.py [--model embedded] [--limit 12] [--out DIR]
 
 Prints, over every planned episode (accepted or rejected): the task kinds the seeds chose and their number, every
-group-by key the solver's code used with the role the DataCard gives that column (a `measure` or `key` there is a
-group-by on a continuous or id column), and for each "hard" episode the number of code cells its final trajectory
-ran, with the share of hard ACCEPTED records that have at least 3.
+group-by key the solver's code used with the role the DataCard gives that column (a column that is a `measure`
+wherever it occurs is a group-by on a continuous column; a `key` — a group per customer or album — is shown, not
+counted against), and for each "hard" episode the number of code cells its final trajectory ran, with the share of
+hard ACCEPTED records that have at least 3.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import asyncio
 import io
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -24,14 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synth.checklist.execution_rules import groupby_keys  # noqa: E402
 from synth.config import GenerateConfig  # noqa: E402
 from synth.generate import generate  # noqa: E402
 from synth.protocol import extract_code, parse  # noqa: E402
-from synth.seeds import column_roles  # noqa: E402
+from synth.seeds import column_roles, continuous_columns  # noqa: E402
 from synth.sources import profile_all  # noqa: E402
 from synth.sources.demo import write_demo_sources  # noqa: E402
-
-_GROUPBY = re.compile(r"groupby\(\s*\[?\s*['\"]([^'\"]+)['\"]|GROUP BY\s+([\w.\"]+)", re.IGNORECASE)
 
 
 def _codes(row: dict) -> list[str]:
@@ -63,7 +62,9 @@ def main() -> None:
     records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
     rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines() if line.strip()]
     roles = {}
-    for card in profile_all(sources):
+    cards = profile_all(sources)
+    continuous = {name.lower() for name in continuous_columns(cards)}
+    for card in cards:
         for table in card.tables:
             for column, role in column_roles(table).items():
                 roles.setdefault(column.lower(), set()).add(role)
@@ -73,23 +74,22 @@ def main() -> None:
         seed = row.get("seed") if accepted else (row.get("task") or {}).get("seed")
         kinds[(seed or {}).get("kind", "none")] += 1
         for code in _codes(row):
-            for match in _GROUPBY.finditer(code):
-                column = (match.group(1) or match.group(2) or "").strip('"').split(".")[-1]
-                seen = roles.get(column.lower(), {"unknown"})
-                groups.append((column, "/".join(sorted(seen))))
-                if seen & {"measure", "key"} and not seen & {"group", "identifier"}:
+            for column in groupby_keys(code):
+                groups.append((column, "/".join(sorted(roles.get(column.lower(), {"unknown"})))))
+                if column.lower() in continuous:
                     bad_groups.append(column)
         if row.get("difficulty") == "hard":
-            hard.append((accepted, len(_codes(row))))
+            hard.append((accepted, len(_codes(row)), bool(row.get("task") or accepted)))
     print(f"{len(records)} accepted, {len(rejected)} rejected of {args.limit} planned episodes (run: {run})")
     print(f"task kinds ({len(kinds)} distinct): " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
-    print(f"group-by keys in the solver's code: {len(groups)}; on a continuous or id column: {len(bad_groups)} "
+    print(f"group-by keys in the solver's code: {len(groups)}; on a continuous column: {len(bad_groups)} "
           f"{bad_groups or ''}")
     if groups:
         print("  " + ", ".join(f"{c} ({r})" for c, r in groups))
-    accepted_hard = [cells for ok, cells in hard if ok]
-    print(f"hard episodes: {len(hard)}, cells per final trajectory: {[c for _, c in hard]}; accepted hard records "
-          f"with >= 3 cells: {sum(c >= 3 for c in accepted_hard)}/{len(accepted_hard)}")
+    accepted_hard = [cells for ok, cells, _ in hard if ok]
+    print(f"hard episodes: {len(hard)} ({sum(not t for *_, t in hard)} without a task), cells per final trajectory: "
+          f"{[c for _, c, _ in hard]}; accepted hard records with >= 3 cells: "
+          f"{sum(c >= 3 for c in accepted_hard)}/{len(accepted_hard)}")
 
 
 if __name__ == "__main__":

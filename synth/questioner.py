@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.errors import SynthError
 from synth.llm.base import ChatModel, Message
@@ -41,6 +41,21 @@ class TaskProposal(BaseModel):
     deliverables: list[str] = Field(default_factory=list, max_length=5)
     reference_answer: str | None = None
     checklist: list[dict[str, Any]] = Field(default_factory=list, max_length=6)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrapped(cls, data: Any) -> Any:
+        """Small models wrap the object in one key ({"task": {...}}) or name the instruction "task"/"question";
+        the meaning is unambiguous, so read it rather than spend a repair round on it."""
+        if not isinstance(data, dict) or "instruction" in data:
+            return data
+        nested = [v for v in data.values() if isinstance(v, dict) and "instruction" in v]
+        if len(data) == 1 and len(nested) == 1:
+            return nested[0]
+        named = [key for key in ("task", "question", "prompt") if isinstance(data.get(key), str)]
+        if len(named) == 1:
+            return {**{k: v for k, v in data.items() if k != named[0]}, "instruction": data[named[0]]}
+        return data
 
     @field_validator("reference_answer", mode="before")
     @classmethod

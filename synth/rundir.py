@@ -43,13 +43,7 @@ class RunDirLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise RunDirInUse(f"run dir {self.run_dir} is in use by {holder}; wait for that run to finish "
-                              "(or stop it) before resuming, or choose another --out") from None
+        _lock_or_raise(fd, self.run_dir, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
         self._fd = fd
@@ -76,6 +70,28 @@ class RunDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_or_raise(fd: int, run_dir: Path, mode: int) -> None:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirInUse(f"run dir {run_dir} is in use by {holder}; wait for that run to finish "
+                          "(or stop it) before resuming, or choose another --out") from None
+
+
+def ensure_not_in_use(run_dir: Path) -> None:
+    """Raise RunDirInUse when a live process holds the run dir's lock (a run that has only just started may not
+    have written its config yet: "in use" is the true answer, not "nothing to resume"). Takes nothing."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    _lock_or_raise(fd, Path(run_dir), fcntl.LOCK_SH)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def has_run_files(run_dir: Path) -> bool:
@@ -112,5 +128,5 @@ def grown_limit(requested: int | None, stored: int | None, run_dir: Path, unit: 
     return requested
 
 
-__all__ = ["RunDirLock", "RunDirError", "RunDirInUse", "has_run_files", "open_outputs", "inside", "grown_limit",
-           "LOCK_FILE"]
+__all__ = ["RunDirLock", "RunDirError", "RunDirInUse", "ensure_not_in_use", "has_run_files", "open_outputs", "inside",
+           "grown_limit", "LOCK_FILE"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from synth.sources.card import ColumnProfile, DataCard, TableProfile
 
@@ -64,6 +64,17 @@ def column_role(column: ColumnProfile, table: TableProfile) -> str:
 
 def column_roles(table: TableProfile) -> dict[str, str]:
     return {c.name: column_role(c, table) for c in table.columns}
+
+
+def continuous_columns(cards: list[DataCard]) -> list[str]:
+    """Column names that are a measure wherever they occur in `cards`: never a group-by key. A name that is a
+    category in some table (e.g. a `year` with a few values there) is left out."""
+    roles: dict[str, set[str]] = {}
+    for card in cards:
+        for table in card.tables:
+            for column, role in column_roles(table).items():
+                roles.setdefault(column, set()).add(role)
+    return sorted(name for name, seen in roles.items() if seen == {"measure"})
 
 
 @dataclass
@@ -140,14 +151,17 @@ _KINDS = {
 _MIN_CELLS = {"easy": 1, "medium": 1, "hard": 3}
 
 
-def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str, key: str) -> TaskSeed | None:
+def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str, key: str,
+              exclude: Collection[str] = ()) -> TaskSeed | None:
     """A seed for a task on `focus` (a table of `card`), or None when the card has no table. `key` (the episode
-    id) makes the choice deterministic. A kind the table cannot support is skipped for the next one."""
+    id) makes the choice deterministic. A kind the table cannot support is skipped for the next one, and so are
+    the kinds in `exclude` (a seed the questioner could not phrase)."""
     if focus is None or not card.tables:
         return None
     rng = random.Random(f"seed:{key}")
     kinds = list(_KINDS.get(category, {}).get(difficulty, []))
     rng.shuffle(kinds)
+    kinds = [kind for kind in kinds if kind not in exclude]
     # The focus table first; when it cannot carry any kind of the category (a 3-row lookup table), the other
     # tables, largest first.
     others = sorted((t for t in card.tables if t.name != focus and not t.is_view), key=lambda t: -t.rows)
@@ -262,4 +276,4 @@ def _build(kind: str, card: DataCard, table: TableProfile, by_role: dict[str, li
     return seed
 
 
-__all__ = ["ROLES", "TaskSeed", "KIND_TEXT", "column_role", "column_roles", "task_seed"]
+__all__ = ["ROLES", "TaskSeed", "KIND_TEXT", "column_role", "column_roles", "continuous_columns", "task_seed"]

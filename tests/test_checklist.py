@@ -679,3 +679,32 @@ def test_normalize_output_forgives_tmp_directories_and_a_python_installed_under_
     replayed = 'File "/tmp/ciclone/.venv/lib/python3.11/site-packages/pandas/core/generic.py", line 3002'
     assert normalize_output(recorded, lenient=True) == normalize_output(replayed, lenient=True)
     assert normalize_output(recorded) != normalize_output(replayed)  # a replay on one machine stays strict
+
+
+def test_groupby_keys_reads_pandas_and_sql():
+    from synth.checklist.execution_rules import groupby_keys
+
+    assert groupby_keys("df.groupby('cultivar')['alcohol'].mean()") == ["cultivar"]
+    assert groupby_keys('t = df.groupby(["Genre", "MediaType"]).sum()') == ["Genre", "MediaType"]
+    assert groupby_keys("df.groupby(by='Bytes').size(); df.groupby(df['Total']).size(); df.groupby(df.Name).size()") \
+        == ["Bytes", "Total", "Name"]
+    assert groupby_keys("df.groupby(pd.cut(df['Bytes'], 5)).size()") == []  # binned first: not a key per value
+    sql = ('pd.read_sql("""SELECT g.Name, SUM(t.Bytes) FROM Track t JOIN Genre g ON t.GenreId = g.GenreId\n'
+           'GROUP BY g.Name, t.MediaTypeId ORDER BY 2 DESC""", con)')
+    assert groupby_keys(sql) == ["Name", "MediaTypeId"]
+    assert groupby_keys("cur.execute('SELECT strftime(\"%Y\", d), SUM(x) FROM t GROUP BY 1')") == []
+
+
+def test_groupby_keys_categorical_fails_a_group_per_measure_value():
+    def ctx(code: str) -> RuleContext:
+        turns = [Turn(text="<Code>x</Code>", code=code, result=ExecResult(stdout="ok\n")),
+                 Turn(text="<Answer>a</Answer>")]
+        return RuleContext(trajectory=Trajectory(prompt="# Instruction\nq", turns=turns, answer="a"))
+
+    measures = {"continuous": ["Bytes", "Milliseconds"]}
+    bad = check(ctx("print(df.groupby('bytes')['Milliseconds'].mean())"), "groupby_keys_categorical", **measures)
+    assert not bad.passed and "cell 1 groups by bytes" in bad.reason
+    assert check(ctx("print(df.groupby('GenreId')['Bytes'].sum())"), "groupby_keys_categorical", **measures).passed
+    assert check(ctx("print(df.groupby(pd.cut(df['Bytes'], 4)).size())"), "groupby_keys_categorical",
+                 **measures).passed
+    assert check(ctx("print(df.groupby('Bytes').size())"), "groupby_keys_categorical").passed  # no measures named

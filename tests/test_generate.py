@@ -218,7 +218,9 @@ def test_a_user_category_with_its_own_checklist_is_planned_and_inspected(workspa
         prompts = [m["content"] for call in server.requests for m in call.body["messages"]]
     [record] = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert record["category"] == "regional_sales"
-    assert [i["id"] for i in record["verdict"]["items"]] == ["answer_present", "mentions_region"]
+    # the user's items, and the seeded task's own: no group-by on a measure (`amount` in the CSV)
+    assert [i["id"] for i in record["verdict"]["items"]] == ["answer_present", "mentions_region",
+                                                              "groupby_on_categories"]
     assert any("questions about sales per region" in text for text in prompts)  # the hint reached the questioner
     # Without --categories every category with a checklist is planned: the built-ins and the user's.
     from synth.config import GenerateConfig

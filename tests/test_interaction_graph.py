@@ -183,8 +183,38 @@ async def test_questioner_that_never_validates_drops_the_episode(tmp_path: Path)
               inspector=ScriptedChatModel([judge_all(True)]))
     state = await env.run()
     assert state["outcome"] == "rejected" and "no valid task after 3 tries" in state["reason"]
+    assert len(env.questioner.calls) == 6  # the seed, then one other kind of seed, three tries each
+    assert [kind for kind, _ in env.events].count("reseeded") == 1
     assert env.solver.calls == []
     assert env.rejected()[0]["task"] is None
+
+
+async def test_a_seed_the_questioner_cannot_phrase_is_replaced_by_another_kind(tmp_path: Path) -> None:
+    from synth.seeds import task_seed
+
+    questioner = ScriptedChatModel(['{"tasks": []}'] * 3 + [json.dumps(TASK)], name="questioner")
+    env = Env(tmp_path, questioner=questioner, solver=ScriptedChatModel([GOOD_CODE, ANSWER]),
+              inspector=ScriptedChatModel([judge_all(True)]))
+    state = await env.run()
+    card = env.deps.sources["sales.csv"]
+    first = task_seed(card, card.focus_table(0), "data_analysis", "easy", env.episode["episode_id"])
+    [(_, reseeded)] = [(k, p) for k, p in env.events if k == "reseeded"]
+    assert reseeded["seed_kind"] != first.kind and "instruction: Field required" in reseeded["reason"]
+    assert state["task"]["seed"]["kind"] == reseeded["seed_kind"] and state["outcome"] == "accepted"
+    assert f"Task kind: {reseeded['seed_kind']}" in questioner.calls[3]["messages"][-1]["content"]
+
+
+async def test_a_group_by_on_a_measure_is_sent_back(tmp_path: Path) -> None:
+    per_amount = GOOD_CODE.replace("groupby('region')['amount'].sum()", "groupby('amount').size()")
+    solver = ScriptedChatModel([per_amount, ANSWER, GOOD_CODE, ANSWER], name="solver")
+    env = Env(tmp_path, questioner=q(), solver=solver, inspector=ScriptedChatModel([judge_all(True)]))
+    state = await env.run()
+    first = next(i for i in state["verdicts"][0]["items"] if i["id"] == "groupby_on_categories")
+    assert not first["passed"] and "groups by amount" in first["reason"]
+    assert state["verdicts"][0]["decision"] == "revise"
+    assert "never by a continuous measure" in json.dumps(solver.calls[2]["messages"])  # the feedback
+    assert state["outcome"] == "accepted"
+    assert next(i for i in state["verdicts"][-1]["items"] if i["id"] == "groupby_on_categories")["passed"]
 
 
 async def test_invented_execute_block_is_caught(tmp_path: Path) -> None:

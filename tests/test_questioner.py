@@ -126,3 +126,14 @@ async def test_columns_of_a_one_table_file_are_named_bare() -> None:
             "deliverables": []}
     assert (await LLMQuestioner(ScriptedChatModel([json.dumps(kept)])).propose(several)).instruction == kept[
         "instruction"]
+
+
+def test_a_wrapped_or_renamed_instruction_is_read() -> None:
+    from synth.questioner import TaskProposal
+
+    wrapped = TaskProposal.model_validate({"task": dict(TASK)})
+    assert wrapped.instruction == TASK["instruction"] and wrapped.deliverables == TASK["deliverables"]
+    renamed = TaskProposal.model_validate({"question": TASK["instruction"], "files": ["sales.csv"]})
+    assert renamed.instruction == TASK["instruction"] and renamed.files == ["sales.csv"]
+    with pytest.raises(ValueError, match="instruction"):  # two candidates: ambiguous, so still invalid
+        TaskProposal.model_validate({"task": "one text long enough", "question": "another text long enough"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.seeds import column_roles, task_seed
+from synth.seeds import column_roles, continuous_columns, task_seed
 from synth.sources import profile_all
 from synth.sources.demo import write_demo_sources
 
@@ -70,3 +70,16 @@ def test_a_one_table_source_names_its_columns_bare_and_a_database_qualifies_them
     assert "group by: `sex`; measure: `s4`" in seed.describe()
     seed.qualified = True
     assert "group by: `diabetes.sex`; measure: `diabetes.s4`" in seed.describe()
+
+
+def test_continuous_columns_are_the_measures_and_a_failed_kind_can_be_excluded(cards) -> None:
+    by_name = {c.name: c for c in cards}
+    chinook = continuous_columns([by_name["Chinook_Sqlite.sqlite"]])
+    assert {"Bytes", "Milliseconds", "Total"} <= set(chinook)
+    assert not {"TrackId", "GenreId", "Name", "BillingCountry", "InvoiceDate"} & set(chinook)
+    iris = continuous_columns([by_name["iris.csv"]])
+    assert "sepal_width_cm" in iris and "species" not in iris
+    seed = task_seed(by_name["Chinook_Sqlite.sqlite"], "Track", "data_preparation", "hard", "ep-3")
+    other = task_seed(by_name["Chinook_Sqlite.sqlite"], "Track", "data_preparation", "hard", "ep-3",
+                      exclude={seed.kind})
+    assert {seed.kind, other.kind} == {"join_table", "pivot"} and other.min_cells == 3

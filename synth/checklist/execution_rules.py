@@ -209,6 +209,47 @@ def min_cells(ctx: RuleContext, *, n: int = 3) -> ItemResult:
     return ItemResult(True, f"{ran} cells ran (at least {n})")
 
 
+_GROUPBY_CALL = re.compile(r"\.groupby\(\s*(?:by\s*=\s*)?")
+_GROUPBY_ARG = re.compile(r"""\[?((?:\s*(?:\w+\s*\[\s*)?['"][^'"\n]+['"]\s*\]?\s*,?)+)|\w+\.(\w+)\s*[,)\]]""")
+_QUOTED = re.compile(r"""['"]([^'"\n]+)['"]""")
+_SQL_GROUP_BY = re.compile(r"""\bGROUP\s+BY\s+(.+?)(?=\bHAVING\b|\bORDER\b|\bLIMIT\b|\bWINDOW\b|[)'";]|$)""",
+                           re.IGNORECASE | re.MULTILINE)
+_SQL_KEY = re.compile(r"""^(?:[\w`\[\]]+\.)?[`\[]?(\w+)[`\]]?$""")
+
+
+def groupby_keys(code: str) -> list[str]:
+    """The column names a cell groups by: pandas `.groupby('x')`, `.groupby(['x', 'y'])`, `.groupby(df['x'])`,
+    `.groupby(df.x)` and SQL `GROUP BY t.x, y`, in order. Expressions (`pd.cut(...)`, `strftime(...)`,
+    `GROUP BY 1`) are not column keys and are left out."""
+    keys: list[str] = []
+    for call in _GROUPBY_CALL.finditer(code):
+        match = _GROUPBY_ARG.match(code, call.end())
+        if match and match.group(1):
+            keys += _QUOTED.findall(match.group(1))
+        elif match and match.group(2):
+            keys.append(match.group(2))
+    for clause in _SQL_GROUP_BY.finditer(code):
+        for part in clause.group(1).split(","):
+            key = _SQL_KEY.match(part.strip())
+            if key and not key.group(1).isdigit():
+                keys.append(key.group(1))
+    return keys
+
+
+@rule("groupby_keys_categorical", fix="Group by a categorical column (a category, a label, a code with a few "
+      "values), never by a continuous measure; to compare ranges of a measure, bin it first (e.g. pd.cut).")
+def groupby_keys_categorical(ctx: RuleContext, *, continuous: Sequence[str] = ()) -> ItemResult:
+    """No executed cell groups by one of the `continuous` columns (the DataCard's measures): one group per
+    distinct value of a measure is a row per value, not an analysis."""
+    measures = {name.lower() for name in continuous}
+    for number, code, _ in executed_cells(ctx):
+        bad = [key for key in groupby_keys(code) if key.lower() in measures]
+        if bad:
+            return ItemResult(False, f"cell {number} groups by {', '.join(dict.fromkeys(bad))}, a continuous "
+                                     "measure, not a category")
+    return ItemResult(True, "no cell groups by a continuous measure")
+
+
 @rule("answer_uses_data", hard=True, fix="Read the data files with code and answer from what they contain.")
 def answer_uses_data(ctx: RuleContext) -> ItemResult:
     """Some executed cell reads one of the task's files: an answer stated without reading the data is a task
@@ -223,5 +264,5 @@ def answer_uses_data(ctx: RuleContext) -> ItemResult:
 
 
 __all__ = ["turns_between", "uses_library", "no_unresolved_errors", "code_runs", "no_model_written_execute",
-           "execute_blocks_authentic", "replay_reproduces", "min_cells", "answer_uses_data", "normalize_output",
-           "first_difference"]
+           "execute_blocks_authentic", "replay_reproduces", "min_cells", "groupby_keys", "groupby_keys_categorical",
+           "answer_uses_data", "normalize_output", "first_difference"]

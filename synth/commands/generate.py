@@ -16,6 +16,7 @@ def generate(options: dict[str, Any], *, config: Path | None = None, out: TextIO
     """Build the config (a file, a resumed run's stored config, or the options alone; typed options win), run it,
     print where the records are."""
     from synth.generate import RunError, run_generate
+    from synth.rundir import ensure_not_in_use
 
     out = out or sys.stderr
     try:
@@ -23,6 +24,7 @@ def generate(options: dict[str, Any], *, config: Path | None = None, out: TextIO
             cfg = GenerateConfig.load(config, **options)
         elif options.get("resume") and "sources" not in options and options.get("out") is not None:
             stored = Path(options["out"]) / "config.yaml"
+            ensure_not_in_use(Path(options["out"]))
             if not stored.is_file():
                 raise RunError(f"--resume: {stored} not found; nothing to resume there")
             cfg = GenerateConfig.load(stored, **options)

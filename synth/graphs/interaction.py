@@ -100,7 +100,6 @@ class EpisodeDeps:
 async def propose(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
     """The user's task, or the questioner writes one over a seed for the episode's source, category and difficulty
     (kept if already there)."""
-    from synth.checklist import load_checklist
     from synth.seeds import task_seed
 
     if state.get("task"):
@@ -112,8 +111,42 @@ async def propose(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
     card = deps.sources[ep["source"]]
     meter = MeteredModel(deps.questioner_model)
     questioner = deps.questioner(meter)
-    seed = task_seed(card, card.focus_table(ep["index"] // max(1, len(deps.sources))), ep["category"],
-                     ep["difficulty"], ep["episode_id"])
+    focus_table = card.focus_table(ep["index"] // max(1, len(deps.sources)))
+    seed = task_seed(card, focus_table, ep["category"], ep["difficulty"], ep["episode_id"])
+    try:
+        try:
+            task, twin = await _proposal(questioner, card, seed, ep, deps)
+        except QuestionerError as exc:
+            # A seed the questioner cannot phrase (a small model loses the JSON keys on a hard one) gets one more
+            # chance as another kind of the same category and difficulty, not an episode without a task.
+            if seed is None:
+                raise
+            other = task_seed(card, focus_table, ep["category"], ep["difficulty"], ep["episode_id"],
+                              exclude={seed.kind})
+            if other is None or other.kind == seed.kind:
+                raise
+            deps.emit_event("reseeded", episode=ep["episode_id"], seed_kind=other.kind, reason=str(exc))
+            seed = other
+            task, twin = await _proposal(questioner, card, seed, ep, deps)
+    except QuestionerError as exc:
+        return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": usage_totals(meter),
+                "elapsed_s": time.monotonic() - started}
+    if task is None:
+        deps.emit_event("proposed", episode=ep["episode_id"], near_duplicate=True)
+        return {"task": None, "outcome": "rejected", "reason": f"near-duplicate of an accepted task: {twin}",
+                "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
+    deps.emit_event("proposed", episode=ep["episode_id"], instruction=task.instruction)
+    proposal = {**task.model_dump(), "sources": [card.name], "seed": seed.to_dict() if seed else None}
+    return {"task": proposal, "revisions": 0, "feedback": None, "usage": usage_totals(meter),
+            "elapsed_s": time.monotonic() - started}
+
+
+async def _proposal(questioner: Questioner, card: DataCard, seed: Any, ep: dict[str, Any],
+                    deps: EpisodeDeps) -> tuple[Any, str | None]:
+    """The questioner's task over `seed` (a TaskProposal) and None, or None and the accepted task it still only
+    rewords after one retry."""
+    from synth.checklist import load_checklist
+
     focus = seed.table if seed is not None else None
     easy = ep["difficulty"] == "easy" and not (seed and seed.join)
     # An easy task is about one table: the questioner sees no other, so it cannot ask for a join.
@@ -123,26 +156,13 @@ async def propose(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
         seed=seed.describe() if seed else None, focus_table=focus,
         other_tables=card.referenced_tables(focus) if easy else [],
         columns={t.name: [c.name for c in t.columns] for t in card.tables})
-    avoid: list[str] = []
-    try:
-        for _ in range(2):  # one retry when the task only rewords an accepted one
-            request.avoid = avoid
-            task = await questioner.propose(request)
-            twin = deps.duplicates.duplicate_of(task.instruction)
-            if twin is None:
-                break
-            avoid = [twin]
-        else:
-            deps.emit_event("proposed", episode=ep["episode_id"], near_duplicate=True)
-            return {"task": None, "outcome": "rejected", "reason": f"near-duplicate of an accepted task: {twin}",
-                    "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
-    except QuestionerError as exc:
-        return {"task": None, "outcome": "rejected", "reason": str(exc), "usage": usage_totals(meter),
-                "elapsed_s": time.monotonic() - started}
-    deps.emit_event("proposed", episode=ep["episode_id"], instruction=task.instruction)
-    proposal = {**task.model_dump(), "sources": [card.name], "seed": seed.to_dict() if seed else None}
-    return {"task": proposal, "revisions": 0, "feedback": None, "usage": usage_totals(meter),
-            "elapsed_s": time.monotonic() - started}
+    for _ in range(2):  # one retry when the task only rewords an accepted one
+        task = await questioner.propose(request)
+        twin = deps.duplicates.duplicate_of(task.instruction)
+        if twin is None:
+            return task, None
+        request.avoid = [twin]
+    return None, twin
 
 
 def _user_task(ep: dict[str, Any], deps: EpisodeDeps) -> dict[str, Any]:
@@ -246,7 +266,7 @@ async def inspect(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
     ep, task = state["episode"], state["task"]
     attempt = state["attempts"][-1]
     meter = MeteredModel(deps.inspector_model)
-    items = episode_checklist(state, deps.checklists_dir)
+    items = episode_checklist(state, deps.checklists_dir, _cards(task, ep, deps))
     hashes = attempt.get("source_hashes") or {Path(c.path).name: attempt.get("source_hash")
                                               for c in _cards(task, ep, deps)}
     reference = state.get("reference") or {}
@@ -268,11 +288,13 @@ async def inspect(state: EpisodeState, deps: EpisodeDeps) -> dict[str, Any]:
             "usage": usage_totals(meter), "elapsed_s": time.monotonic() - started}
 
 
-def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None) -> list[Any]:
+def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None,
+                      cards: list[DataCard] | None = None) -> list[Any]:
     """Standing items of the category, the task's own items, and — when the reference is verified — the required
-    agreement with it (replacing the questioner's advisory guess), the data actually read, and the steps a hard
-    seed needs."""
+    agreement with it (replacing the questioner's advisory guess), the data actually read, and for a seeded task
+    the steps a hard seed needs and group-by keys that are categories (`cards`: the task's sources)."""
     from synth.checklist import load_checklist, validate_items
+    from synth.seeds import continuous_columns
 
     task = state["task"]
     own = task_checklist(task)
@@ -287,6 +309,11 @@ def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None) -
     if int(seed.get("min_cells") or 1) > 1:
         extra.append({"id": "steps", "rule": "min_cells", "params": {"n": int(seed["min_cells"])},
                       "description": f"a {seed.get('difficulty')} task takes several steps"})
+    measures = continuous_columns(cards) if seed and cards else []
+    if measures:  # a user's own task may group as it says; a seeded one never keys a group-by on a measure
+        extra.append({"id": "groupby_on_categories", "rule": "groupby_keys_categorical",
+                      "params": {"continuous": measures},
+                      "description": "no group-by takes a continuous measure as its key"})
     standing = load_checklist(state["episode"]["category"], checklists_dir)
     return standing.with_task_items([*own, *validate_items(extra, where="episode items")])
 
@@ -392,7 +419,7 @@ def build_record(state: EpisodeState, cards: list[DataCard], models: dict[str, s
     if state.get("checklist") is not None:
         items = validate_items(state["checklist"], where="episode checklist")
     else:  # a checkpoint from before the checklist was kept in the state
-        items = episode_checklist(state, checklists_dir)
+        items = episode_checklist(state, checklists_dir, cards)
     reference = state.get("reference")
     if reference is None and task.get("reference_answer") is not None:
         reference = {"value": task["reference_answer"], "verified_by": "none"}  # the questioner's unverified guess
