@@ -28,7 +28,7 @@ from synth.checklist.execution_rules import groupby_keys  # noqa: E402
 from synth.config import GenerateConfig  # noqa: E402
 from synth.generate import generate  # noqa: E402
 from synth.protocol import extract_code, parse  # noqa: E402
-from synth.seeds import column_roles, continuous_columns  # noqa: E402
+from synth.seeds import continuous_columns, roles_by_name  # noqa: E402
 from synth.sources import profile_all  # noqa: E402
 from synth.sources.demo import write_demo_sources  # noqa: E402
 
@@ -61,13 +61,11 @@ def main() -> None:
     asyncio.run(generate(config, out=io.StringIO(), live=False))
     records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
     rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines() if line.strip()]
-    roles = {}
     cards = profile_all(sources)
     continuous = {name.lower() for name in continuous_columns(cards)}
-    for card in cards:
-        for table in card.tables:
-            for column, role in column_roles(table).items():
-                roles.setdefault(column.lower(), set()).add(role)
+    roles: dict[str, set[str]] = {}
+    for name, seen in roles_by_name(cards).items():
+        roles.setdefault(name.lower(), set()).update(seen)
     kinds: Counter = Counter()
     bad_groups, groups, hard = [], [], []
     for row, accepted in [(r, True) for r in records] + [(r, False) for r in rejected]:

@@ -66,15 +66,20 @@ def column_roles(table: TableProfile) -> dict[str, str]:
     return {c.name: column_role(c, table) for c in table.columns}
 
 
-def continuous_columns(cards: list[DataCard]) -> list[str]:
-    """Column names that are a measure wherever they occur in `cards`: never a group-by key. A name that is a
-    category in some table (e.g. a `year` with a few values there) is left out."""
+def roles_by_name(cards: list[DataCard]) -> dict[str, set[str]]:
+    """Every column name in `cards` and the roles it has in the tables where it occurs."""
     roles: dict[str, set[str]] = {}
     for card in cards:
         for table in card.tables:
             for column, role in column_roles(table).items():
                 roles.setdefault(column, set()).add(role)
-    return sorted(name for name, seen in roles.items() if seen == {"measure"})
+    return roles
+
+
+def continuous_columns(cards: list[DataCard]) -> list[str]:
+    """Column names that are a measure wherever they occur in `cards`: never a group-by key. A name that is a
+    category in some table (e.g. a `year` with a few values there) is left out."""
+    return sorted(name for name, seen in roles_by_name(cards).items() if seen == {"measure"})
 
 
 @dataclass
@@ -276,4 +281,5 @@ def _build(kind: str, card: DataCard, table: TableProfile, by_role: dict[str, li
     return seed
 
 
-__all__ = ["ROLES", "TaskSeed", "KIND_TEXT", "column_role", "column_roles", "continuous_columns", "task_seed"]
+__all__ = ["ROLES", "TaskSeed", "KIND_TEXT", "column_role", "column_roles", "continuous_columns", "roles_by_name",
+           "task_seed"]
