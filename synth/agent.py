@@ -59,6 +59,12 @@ _ANSWER_AFTER_SILENCE = (
     "Your last code printed nothing, so that answer is not supported by any output. Print the result in a new "
     "<Code> block (e.g. print(df) or print(\"RESULT:\", value)), then answer from what it shows."
 )
+_ANSWER_BEFORE_STEPS = (
+    "This task needs at least {n} separate steps, one <Code> block each, and {ran} ran so far, so that answer is "
+    "not accepted yet. Continue with the next step in a new <Code> block and print its result; answer after the "
+    "last step."
+)
+_STEPS_LEFT = "This task needs at least {n} separate steps (one <Code> block each); {ran} ran so far."
 _CONTINUE = "Continue: write the next <Code> block, or give the final <Answer>."
 _EMPTY_REPROMPT = "Your reply was empty. Continue with the next step: a <Code> block or the final <Answer>."
 
@@ -83,6 +89,16 @@ class AgentConfig(BaseModel):
         description="Times per episode an <Answer> given right after a failed cell, or after a cell that printed "
         "nothing, is refused and the model asked to fix or print first (small models answer from an error "
         "message or invent the result); 0 accepts every answer.",
+    )
+    min_cells: int = Field(
+        0, ge=0,
+        description="Code cells that must run before an <Answer> (a hard task's steps, the inspector's `min_cells` "
+        "item); the model is reminded after each output while fewer ran. 0 = no requirement.",
+    )
+    refuse_early_answer: int = Field(
+        2, ge=0,
+        description="Times per episode an <Answer> given before `min_cells` cells ran is refused and the model "
+        "asked for the next step; after that the answer stands (and the inspector judges it).",
     )
 
 
@@ -138,6 +154,7 @@ class _Loop:
         rounds = 0
         repeats = 1
         refusals = 0
+        early_refusals = 0
         pending_note: str | None = None
         stop_reason = "max_rounds"
         while rounds < self.cfg.max_rounds:
@@ -206,6 +223,21 @@ class _Loop:
                 self._append_user(_ANSWER_AFTER_ERROR if unsupported == "failed" else _ANSWER_AFTER_SILENCE)
                 await self._emit("note", {"round": rounds, "note": f"answer after a {unsupported} cell refused"})
                 continue
+            ran = _cells_ran(traj)
+            if (
+                turn.code is None
+                and parsed.answer is not None
+                and self.family != "deepanalyze"
+                and early_refusals < self.cfg.refuse_early_answer
+                and ran < self.cfg.min_cells
+            ):
+                # Not recorded either: the refused answer is no step of the trajectory.
+                early_refusals += 1
+                self.messages.append({"role": "assistant", "content": turn.text})
+                self._append_user(_ANSWER_BEFORE_STEPS.format(n=self.cfg.min_cells, ran=ran))
+                note = f"answer after {ran} of {self.cfg.min_cells} steps refused"
+                await self._emit("note", {"round": rounds, "note": note})
+                continue
             for note in notes:
                 await self._emit("note", {"round": rounds, "note": note})
             for action in parsed.actions:
@@ -227,7 +259,7 @@ class _Loop:
             if self.cfg.token_budget is not None and traj.usage.completion_tokens >= self.cfg.token_budget:
                 stop_reason = "token_budget"
                 break
-            self._feed_back(turn, pending_note)
+            self._feed_back(turn, pending_note, _cells_ran(traj))
             pending_note = None
 
         traj.stop_reason = stop_reason  # type: ignore[assignment]
@@ -249,7 +281,7 @@ class _Loop:
         messages += self.role.few_shot_messages(**context)  # type: ignore[arg-type]
         return [*messages, *history, {"role": "user", "content": user}]
 
-    def _feed_back(self, turn: Turn, note: str | None) -> None:
+    def _feed_back(self, turn: Turn, note: str | None, ran: int) -> None:
         if self.family == "deepanalyze" and self.messages and self.messages[-1]["role"] == "assistant":
             # A turn without code continues the same assistant message: the model writes one message between
             # Executes, and llama.cpp refuses two assistant messages at the end of a request.
@@ -266,7 +298,9 @@ class _Loop:
             self.messages.append({"role": "execute", "content": f"\n<Execute>\n{output}\n</Execute>\n"})
         else:
             assert self.role is not None
-            self._append_user(self.role.render_user(output=output, note=note or "", answer_format=self.answer_format))
+            steps = _STEPS_LEFT.format(n=self.cfg.min_cells, ran=ran) if ran < self.cfg.min_cells else ""
+            self._append_user(self.role.render_user(output=output, note=note or "", answer_format=self.answer_format,
+                                                    steps=steps))
 
     def _append_user(self, content: str) -> None:
         self.messages.append({"role": "user", "content": content})
@@ -326,6 +360,11 @@ def answer_format(instruction: str) -> str:
         return f"{form} (numbers rounded to {places.pop()} decimal places)"
     rounding = ", ".join(f"{f.name} to {f.decimals}" for f in fields if f.decimals is not None)
     return f"{form} (decimal places: {rounding})"
+
+
+def _cells_ran(traj: Trajectory) -> int:
+    """Code cells that ran, counted as the inspector's `min_cells` item counts them."""
+    return sum(1 for turn in traj.turns if turn.code is not None and turn.result is not None)
 
 
 def _unsupported_by(result: Any) -> str | None:

@@ -209,6 +209,29 @@ async def test_refusal_is_bounded(open_session):
     assert traj.answer == "b" and traj.stop_reason == "answer" and len(model.calls) == 4
 
 
+async def test_answer_before_the_tasks_steps_is_refused_and_the_steps_are_reminded(open_session):
+    early = "<Answer>15.0</Answer>"
+    model = ScriptedChatModel([early, code_turn("print(len(open('orders.csv').read().splitlines()))"), early,
+                               code_turn("print('cities')"), code_turn(MEAN_CODE), ANSWER], strict=True)
+    traj = await run_agent(model, open_session(), "Mean price in Berlin, in 3 steps?", config=AgentConfig(min_cells=3))
+    assert "at least 3 separate steps" in model.calls[1]["messages"][-1]["content"]  # 0 cells: refused
+    assert "1 ran so far" in model.calls[2]["messages"][-1]["content"]  # the reminder after the first output
+    assert "not accepted yet" in model.calls[3]["messages"][-1]["content"]  # refused again after 1 cell
+    assert "2 ran so far" in model.calls[4]["messages"][-1]["content"]
+    assert "ran so far" not in model.calls[5]["messages"][-1]["content"]  # 3 cells: no more reminder
+    assert traj.answer == "15.0" and len([t for t in traj.turns if t.result]) == 3
+    assert "<Answer>" not in "".join(t.text for t in traj.turns[:-1])  # the refused answers are no steps
+
+
+async def test_early_answer_refusal_is_bounded_and_absent_without_a_step_requirement(open_session):
+    model = ScriptedChatModel(["<Answer>a</Answer>"] * 3, strict=True)
+    traj = await run_agent(model, open_session(), "q", config=AgentConfig(min_cells=3))
+    assert traj.answer == "a" and len(model.calls) == 3 and not traj.turns[0].code  # refused twice, then it stands
+    model = ScriptedChatModel([code_turn("print(1)"), "<Answer>1</Answer>"], strict=True)
+    traj = await run_agent(model, open_session(), "q")
+    assert traj.answer == "1" and "ran so far" not in model.calls[1]["messages"][-1]["content"]
+
+
 @pytest.mark.parametrize("mode, expected", [("session", "42"), ("script", "NameError")])
 async def test_session_versus_script_state(open_session, mode, expected):
     model = ScriptedChatModel([code_turn("x = 41"), code_turn("print(x + 1)"), "<Answer>done</Answer>"], strict=True)

@@ -64,7 +64,8 @@ def judge_all(passed: bool = True):
 
 
 class Env:
-    def __init__(self, tmp_path: Path, *, questioner, solver, inspector, max_revisions: int = 1) -> None:
+    def __init__(self, tmp_path: Path, *, questioner, solver, inspector, max_revisions: int = 1,
+                 difficulty: str = "easy") -> None:
         self.tmp = tmp_path
         src = tmp_path / "src"
         src.mkdir()
@@ -88,8 +89,8 @@ class Env:
             sink=self.new_sink(), work_dir=self.run_dir / "work", max_rounds=4, max_revisions=max_revisions,
             checklists_dir=checklists, on_event=lambda kind, payload: self.events.append((kind, payload)),
         )
-        self.episode = plan_episodes([SourceRef(name="sales.csv", sha256=self.source_hash)], ["data_analysis"], ["easy"],
-                                     limit=1)[0].to_dict()
+        self.episode = plan_episodes([SourceRef(name="sales.csv", sha256=self.source_hash)], ["data_analysis"],
+                                     [difficulty], limit=1)[0].to_dict()
 
     def new_sink(self) -> RecordSink:
         return RecordSink(self.run_dir / "records.jsonl", self.run_dir / "rejected.jsonl")
@@ -215,6 +216,21 @@ async def test_a_group_by_on_a_measure_is_sent_back(tmp_path: Path) -> None:
     assert "never by a continuous measure" in json.dumps(solver.calls[2]["messages"])  # the feedback
     assert state["outcome"] == "accepted"
     assert next(i for i in state["verdicts"][-1]["items"] if i["id"] == "groupby_on_categories")["passed"]
+
+
+async def test_a_hard_task_answered_in_one_step_is_asked_for_the_next_step(tmp_path: Path) -> None:
+    step = "<Analyze>Next step.</Analyze>\n<Code>\n```python\nprint(open('totals.csv').read())\n```\n</Code>"
+    solver = ScriptedChatModel([GOOD_CODE, ANSWER, step, step.replace("print(", "print('again', "), ANSWER],
+                               name="solver")
+    env = Env(tmp_path, questioner=q(), solver=solver, inspector=ScriptedChatModel([judge_all(True)]),
+              difficulty="hard")
+    env.deps.max_rounds = 6
+    state = await env.run()
+    assert state["task"]["seed"]["min_cells"] == 3
+    assert "at least 3 separate steps" in solver.calls[2]["messages"][-1]["content"]  # the early answer refused
+    steps = next(i for i in state["verdicts"][-1]["items"] if i["id"] == "steps")
+    assert steps["passed"] and state["outcome"] == "accepted" and state["revisions"] == 0
+    assert env.records()[0]["messages"][-1]["content"].count("<Answer>") == 1
 
 
 async def test_invented_execute_block_is_caught(tmp_path: Path) -> None:

@@ -246,7 +246,8 @@ async def _one_solve(deps: EpisodeDeps, ep: dict[str, Any], task: dict[str, Any]
     try:
         before = await asyncio.to_thread(session.snapshot)
         config = AgentConfig(max_rounds=deps.max_rounds, feedback=feedback, roles_dir=deps.roles_dir,
-                             cell_timeout_s=deps.limits.timeout_s, temperature=temperature)
+                             cell_timeout_s=deps.limits.timeout_s, temperature=temperature,
+                             min_cells=required_cells(task))
         trajectory = await run_agent(meter, session, task["instruction"], files=[p.name for p in paths],
                                      config=config)
         after = await asyncio.to_thread(session.snapshot)
@@ -306,8 +307,8 @@ def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None,
                    "description": "the answer agrees with an independent computation"},
                   {"id": "reads_the_data", "rule": "answer_uses_data"}]
     seed = task.get("seed") or {}
-    if int(seed.get("min_cells") or 1) > 1:
-        extra.append({"id": "steps", "rule": "min_cells", "params": {"n": int(seed["min_cells"])},
+    if required_cells(task):
+        extra.append({"id": "steps", "rule": "min_cells", "params": {"n": required_cells(task)},
                       "description": f"a {seed.get('difficulty')} task takes several steps"})
     measures = continuous_columns(cards) if seed and cards else []
     if measures:  # a user's own task may group as it says; a seeded one never keys a group-by on a measure
@@ -316,6 +317,12 @@ def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None,
                       "description": "no group-by takes a continuous measure as its key"})
     standing = load_checklist(state["episode"]["category"], checklists_dir)
     return standing.with_task_items([*own, *validate_items(extra, where="episode items")])
+
+
+def required_cells(task: dict[str, Any]) -> int:
+    """The code cells a seeded task needs (a hard seed's steps), 0 when it asks for no more than one."""
+    cells = int((task.get("seed") or {}).get("min_cells") or 1)
+    return cells if cells > 1 else 0
 
 
 def after_inspect(state: EpisodeState, deps: EpisodeDeps) -> str:
