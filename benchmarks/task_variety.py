@@ -5,8 +5,8 @@
 Prints, over every planned episode (accepted or rejected): the task kinds the seeds chose and their number, every
 group-by key the solver's code used with the role the DataCard gives that column (a column that is a `measure`
 wherever it occurs is a group-by on a continuous column; a `key` — a group per customer or album — is shown, not
-counted against), and for each "hard" episode the number of code cells its final trajectory ran, with the share of
-hard ACCEPTED records that have at least 3.
+counted against), and for each "hard" episode the number of different code cells its final trajectory ran (a cell
+re-run unchanged is no new step), with the share of hard ACCEPTED records that have at least 3.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from synth.protocol import extract_code, parse  # noqa: E402
 from synth.seeds import continuous_columns, roles_by_name  # noqa: E402
 from synth.sources import profile_all  # noqa: E402
 from synth.sources.demo import write_demo_sources  # noqa: E402
+from synth.trajectory import code_key  # noqa: E402
 
 
 def _codes(row: dict) -> list[str]:
@@ -77,7 +78,7 @@ def main() -> None:
                 if column.lower() in continuous:
                     bad_groups.append(column)
         if row.get("difficulty") == "hard":
-            hard.append((accepted, len(_codes(row)), bool(row.get("task") or accepted)))
+            hard.append((accepted, len({code_key(c) for c in _codes(row)}), bool(row.get("task") or accepted)))
     print(f"{len(records)} accepted, {len(rejected)} rejected of {args.limit} planned episodes (run: {run})")
     print(f"task kinds ({len(kinds)} distinct): " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
     print(f"group-by keys in the solver's code: {len(groups)}; on a continuous column: {len(bad_groups)} "
@@ -85,8 +86,8 @@ def main() -> None:
     if groups:
         print("  " + ", ".join(f"{c} ({r})" for c, r in groups))
     accepted_hard = [cells for ok, cells, _ in hard if ok]
-    print(f"hard episodes: {len(hard)} ({sum(not t for *_, t in hard)} without a task), cells per final trajectory: "
-          f"{[c for _, c, _ in hard]}; accepted hard records with >= 3 cells: "
+    print(f"hard episodes: {len(hard)} ({sum(not t for *_, t in hard)} without a task), different cells per final "
+          f"trajectory: {[c for _, c, _ in hard]}; accepted hard records with >= 3: "
           f"{sum(c >= 3 for c in accepted_hard)}/{len(accepted_hard)}")
 
 

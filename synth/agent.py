@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from synth import matchers, protocol
 from synth.llm.base import ChatModel, Message
 from synth.sandbox.base import SandboxSession
-from synth.trajectory import Trajectory, Turn
+from synth.trajectory import Trajectory, Turn, code_key
 
 STOP = ["</Code>"]
 EventCallback = Callable[[str, dict[str, Any]], Any]
@@ -223,7 +223,7 @@ class _Loop:
                 self._append_user(_ANSWER_AFTER_ERROR if unsupported == "failed" else _ANSWER_AFTER_SILENCE)
                 await self._emit("note", {"round": rounds, "note": f"answer after a {unsupported} cell refused"})
                 continue
-            ran = _cells_ran(traj)
+            ran = traj.steps()
             if (
                 turn.code is None
                 and parsed.answer is not None
@@ -259,7 +259,7 @@ class _Loop:
             if self.cfg.token_budget is not None and traj.usage.completion_tokens >= self.cfg.token_budget:
                 stop_reason = "token_budget"
                 break
-            self._feed_back(turn, pending_note, _cells_ran(traj))
+            self._feed_back(turn, pending_note, traj.steps())
             pending_note = None
 
         traj.stop_reason = stop_reason  # type: ignore[assignment]
@@ -360,11 +360,6 @@ def answer_format(instruction: str) -> str:
         return f"{form} (numbers rounded to {places.pop()} decimal places)"
     rounding = ", ".join(f"{f.name} to {f.decimals}" for f in fields if f.decimals is not None)
     return f"{form} (decimal places: {rounding})"
-
-
-def _cells_ran(traj: Trajectory) -> int:
-    """Code cells that ran, counted as the inspector's `min_cells` item counts them."""
-    return sum(1 for turn in traj.turns if turn.code is not None and turn.result is not None)
 
 
 def _unsupported_by(result: Any) -> str | None:
@@ -488,7 +483,7 @@ def _has_more_after_answer(parsed: protocol.Parsed) -> bool:
 
 
 def _same_code(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
+    return code_key(a) == code_key(b)
 
 
 __all__ = ["AgentConfig", "run_agent", "STOP"]

@@ -15,6 +15,11 @@ from synth.sandbox.base import ExecResult, ExecutionMode
 StopReason = Literal["answer", "max_rounds", "token_budget", "model_error", "empty_reply", "repeated_code"]
 
 
+def code_key(code: str) -> str:
+    """Code compared without its whitespace: two cells with the same key are the same cell."""
+    return " ".join(code.split())
+
+
 @dataclass
 class Turn:
     text: str  # what the model wrote this turn, normalised to tags (Analyze/Understand/Code/Answer); no Execute
@@ -51,6 +56,11 @@ class Trajectory:
 
     def code_cells(self) -> list[str]:
         return [t.code for t in self.turns if t.code is not None]
+
+    def steps(self) -> int:
+        """Code cells that ran, a cell repeating an earlier one's code counted once: the steps a task took (a hard
+        task's `min_cells`). Re-running a cell unchanged is no new step."""
+        return len({code_key(t.code) for t in self.turns if t.code is not None and t.result is not None})
 
     def results(self) -> list[ExecResult]:
         return [t.result for t in self.turns if t.result is not None]

@@ -223,6 +223,15 @@ async def test_answer_before_the_tasks_steps_is_refused_and_the_steps_are_remind
     assert "<Answer>" not in "".join(t.text for t in traj.turns[:-1])  # the refused answers are no steps
 
 
+async def test_a_cell_rerun_unchanged_is_no_new_step(open_session):
+    model = ScriptedChatModel([code_turn("print(1)"), code_turn("print(1) "), "<Answer>1</Answer>",
+                               code_turn("print(2)"), "<Answer>1 2</Answer>"], strict=True)
+    traj = await run_agent(model, open_session(), "q", config=AgentConfig(min_cells=2))
+    assert "1 ran so far" in model.calls[2]["messages"][-1]["content"]  # after the repeat: still one step
+    assert "not accepted yet" in model.calls[3]["messages"][-1]["content"]
+    assert traj.answer == "1 2" and traj.steps() == 2 and len(traj.results()) == 3
+
+
 async def test_early_answer_refusal_is_bounded_and_absent_without_a_step_requirement(open_session):
     model = ScriptedChatModel(["<Answer>a</Answer>"] * 3, strict=True)
     traj = await run_agent(model, open_session(), "q", config=AgentConfig(min_cells=3))

@@ -708,3 +708,15 @@ def test_groupby_keys_categorical_fails_a_group_per_measure_value():
     assert check(ctx("print(df.groupby(pd.cut(df['Bytes'], 4)).size())"), "groupby_keys_categorical",
                  **measures).passed
     assert check(ctx("print(df.groupby('Bytes').size())"), "groupby_keys_categorical").passed  # no measures named
+
+
+def test_min_cells_counts_different_cells_only():
+    def ctx(*codes: str) -> RuleContext:
+        turns = [Turn(text="<Code>x</Code>", code=c, result=ExecResult(stdout="ok\n")) for c in codes]
+        turns.append(Turn(text="<Answer>a</Answer>"))
+        return RuleContext(trajectory=Trajectory(prompt="# Instruction\nq", turns=turns, answer="a"))
+
+    assert check(ctx("print(1)", "print(2)", "print(3)"), "min_cells", n=3).passed
+    padded = check(ctx("print(1)", "x = 2\nprint(x)", "x = 2\n\nprint(x)  "), "min_cells", n=3)
+    assert not padded.passed and "2 different cell(s) ran (1 of 3 repeated" in padded.reason
+    assert not check(ctx("print(1)"), "min_cells", n=3).passed

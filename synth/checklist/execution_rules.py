@@ -202,11 +202,12 @@ def first_difference(recorded: str, replayed: str) -> str:
 
 @rule("min_cells", fix="Work the task in several steps: one code block per step, each printing its result.")
 def min_cells(ctx: RuleContext, *, n: int = 3) -> ItemResult:
-    """At least `n` code cells ran (a hard task has several steps)."""
-    ran = len(executed_cells(ctx))
-    if ran < n:
-        return ItemResult(False, f"{ran} cell(s) ran, fewer than the {n} steps this task needs")
-    return ItemResult(True, f"{ran} cells ran (at least {n})")
+    """At least `n` different code cells ran (a hard task has several steps; a cell re-run unchanged is none)."""
+    steps, ran = ctx.trajectory.steps(), len(executed_cells(ctx))
+    repeated = f" ({ran - steps} of {ran} repeated an earlier cell's code)" if ran > steps else ""
+    if steps < n:
+        return ItemResult(False, f"{steps} different cell(s) ran{repeated}, fewer than the {n} steps this task needs")
+    return ItemResult(True, f"{steps} different cells ran (at least {n}){repeated}")
 
 
 _GROUPBY_CALL = re.compile(r"\.groupby\(\s*(?:by\s*=\s*)?")
