@@ -92,12 +92,12 @@ class AgentConfig(BaseModel):
     )
     min_cells: int = Field(
         0, ge=0,
-        description="Code cells that must run before an <Answer> (a hard task's steps, the inspector's `min_cells` "
-        "item); the model is reminded after each output while fewer ran. 0 = no requirement.",
+        description="Different code cells (Trajectory.steps) that must run before an <Answer>: a hard task's steps, "
+        "the inspector's `min_cells` item; the model is reminded after each output while fewer ran. 0 = none.",
     )
     refuse_early_answer: int = Field(
         2, ge=0,
-        description="Times per episode an <Answer> given before `min_cells` cells ran is refused and the model "
+        description="Times per episode an <Answer> given before `min_cells` steps ran is refused and the model "
         "asked for the next step; after that the answer stands (and the inspector judges it).",
     )
 
