@@ -607,7 +607,7 @@ DRIVER = textwrap.dedent(
             result = session.run(code.replace("DRIVER_PID", str(os.getpid())))
             alive = session.run("print('alive')")
             print(json.dumps({"cell": name, "ok": result.ok, "error": result.error, "stdout": result.stdout,
-                              "alive": alive.stdout}), flush=True)
+                              "stderr": result.stderr[-2000:], "alive": alive.stdout}), flush=True)
     print(json.dumps({"done": True}), flush=True)
     """
 )
@@ -716,7 +716,10 @@ def test_model_code_cannot_kill_synth(sandbox, kind, mode, user, driver_dir):
             assert "the cell killed the process that supervised it" in cells[name]["error"]
     hidden = bool({"pid_namespace", "separate_uid"} & protections)
     if hidden:
-        assert cells["env_via_proc"]["stdout"].startswith("NONE"), cells["env_via_proc"]
+        # (a worker that died is shown with its stderr and the driver's: pytest would cut the dict short)
+        assert cells["env_via_proc"]["stdout"].startswith("NONE"), (
+            f"{cells['env_via_proc']['error']}\ncell stderr: {cells['env_via_proc']['stderr']}\n"
+            f"driver stderr: {stderr[-2000:]}")
     elif head["uid"] != 0:  # (root's cell without namespaces has no capabilities, which /proc/PID/environ wants)
         assert cells["env_via_proc"]["stdout"].startswith("FOUND"), cells["env_via_proc"]  # the gap is real
     if hidden:
