@@ -307,8 +307,8 @@ def episode_checklist(state: EpisodeState, checklists_dir: Path | None = None,
                    "description": "the answer agrees with an independent computation"},
                   {"id": "reads_the_data", "rule": "answer_uses_data"}]
     seed = task.get("seed") or {}
-    if required_cells(task):
-        extra.append({"id": "steps", "rule": "min_cells", "params": {"n": required_cells(task)},
+    if steps := required_cells(task):
+        extra.append({"id": "steps", "rule": "min_cells", "params": {"n": steps},
                       "description": f"a {seed.get('difficulty')} task takes several steps"})
     measures = continuous_columns(cards) if seed and cards else []
     if measures:  # a user's own task may group as it says; a seeded one never keys a group-by on a measure
