@@ -91,6 +91,9 @@ class ProposalRequest:
     # table -> column names of the source (the DataCard): a task that names a file or a `table.column` the data
     # does not have (a copied example, an invented schema) is sent back. Empty: not checked.
     columns: dict[str, list[str]] = field(default_factory=dict)
+    # The seed's columns (synth.seeds.TaskSeed.column_names): a seeded task that names none of them is not about
+    # its seed (a small model writes its checklist question as the instruction) and is sent back. Empty: not checked.
+    seed_columns: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -176,6 +179,10 @@ class LLMQuestioner:
             raise ValueError(f"instruction names {', '.join(ungrounded)}, which the data does not have; use only "
                              f"the files ({', '.join(request.file_names)}) and the tables and columns of the data "
                              "description, spelled exactly")
+        if request.seed_columns and not any(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", task.instruction,
+                                                      re.IGNORECASE) for name in request.seed_columns):
+            raise ValueError(f"the instruction names none of the seed's columns ({', '.join(request.seed_columns)}); "
+                             "write the task the seed describes, over those columns")
         unnamed = [name for name in task.deliverables if name not in task.instruction]
         if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
             task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."

@@ -4,8 +4,8 @@ Every column gets a role from its profile — `group` (a low-cardinality categor
 (a numeric quantity), `time` (a date/time axis), `key` (an id or a foreign key: a join path, never a group key),
 `identifier` (unique names), `text` (free text). A seed then picks a task kind that fits the category and the
 difficulty, and the columns it works on: a group-by never takes a continuous or id column as its key, a medium or
-hard task follows a real foreign key or a time axis, a hard task needs several steps. The questioner phrases the
-task over the seed; the record keeps it.
+hard task follows a real foreign key or a time axis, a hard task comes with its steps (one code cell each, in order)
+over the seed's columns. The questioner phrases the task over the seed; the record keeps it.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class TaskSeed:
     columns: dict[str, str] = field(default_factory=dict)
     join: dict[str, str] | None = None  # {"table", "on", "ref_column"} along a real foreign key
     min_cells: int = 1  # a hard task has several steps
+    steps: list[str] = field(default_factory=list)  # a hard task's steps, in order (min_cells of them)
     issue: str | None = None  # data_cleaning: the problem the profile shows (e.g. "3 nulls in Composer")
     qualified: bool = True  # columns named `table.column`; False for a one-table file (a CSV has no table names)
 
@@ -103,16 +104,31 @@ class TaskSeed:
         """The seed as the questioner reads it."""
         parts = [f"Task kind: {self.kind} — {KIND_TEXT.get(self.kind, self.kind)}."]
         for part, column in self.columns.items():
-            names = ", ".join(f"`{c.strip()}`" if "." in c or not self.table or not self.qualified
-                              else f"`{self.table}.{c.strip()}`" for c in column.split(","))
-            parts.append(f"{part}: {names}")
+            parts.append(f"{part}: {self.names(column)}")
         if self.join:
             parts.append(f"join: `{self.table}.{self.join['on']}` = `{self.join['table']}.{self.join['ref_column']}`")
         if self.issue:
             parts.append(f"data problem: {self.issue}")
-        if self.min_cells > 1:
+        if self.steps:
+            parts.append("steps, one code cell each: " + " ".join(f"({n}) {step}" for n, step in
+                                                                  enumerate(self.steps, 1)))
+        elif self.min_cells > 1:
             parts.append(f"the task needs at least {self.min_cells} separate steps")
         return "; ".join(parts)
+
+    def column_names(self) -> list[str]:
+        """The bare names of the columns the seed works on, and a join's table and key: a task over the seed names
+        at least one of them."""
+        names = [c.strip().split(".")[-1] for column in self.columns.values() for c in column.split(",")]
+        if self.join:
+            names += [self.join["table"], self.join["on"], self.join["ref_column"]]
+        return list(dict.fromkeys(name for name in names if name))
+
+    def names(self, column: str) -> str:
+        """`column` (one name or a comma-separated list) in backticks, as the task names it: `table.column` in a
+        source with several tables, bare in a one-table file."""
+        return ", ".join(f"`{c.strip()}`" if "." in c or not self.table or not self.qualified
+                         else f"`{self.table}.{c.strip()}`" for c in column.split(","))
 
 
 KIND_TEXT = {
@@ -155,6 +171,58 @@ _KINDS = {
 }
 _MIN_CELLS = {"easy": 1, "medium": 1, "hard": 3}
 
+# A hard task's steps per kind: each one a computation whose result the next builds on, so that the task is worked
+# in that many cells by any model. Placeholders are the seed's parts (`group by` -> {group_by}), {table}, {joined}.
+_STEPS = {
+    "join_aggregate": ["join {table} with {joined} along the foreign key and print how many rows matched",
+                       "aggregate {measure} per {group_by} and print the groups sorted",
+                       "report the top group and its share of the total"],
+    "time_trend": ["parse {time} as dates and print the period it covers",
+                   "aggregate {measure} per year (or per month) and print the series",
+                   "compare the first and the last period and state the trend with its change in percent"],
+    "filtered_group_aggregate": ["keep the rows whose {filter_on} is above its median and print how many remain",
+                                 "aggregate {measure} per {group_by} over those rows and print it",
+                                 "compare the top two groups and report their difference"],
+    "missing_values": ["count the missing values of {column} and print a few affected rows",
+                       "fill them with a stated method (the median of a number, the most frequent value otherwise)",
+                       "print the number of missing values left and the value used"],
+    "outliers": ["compute the quartiles of {measure} and print the 1.5 IQR bounds",
+                 "count the rows outside the bounds and print a few of them",
+                 "compare the mean of {measure} with and without the outliers"],
+    "duplicates": ["count the repeated values of {column} and print a few",
+                   "remove the duplicated rows, keeping the first of each",
+                   "print the row counts before and after"],
+    "join_table": ["join {table} with {joined} along the foreign key",
+                   "print the joined row count and how many rows found no match",
+                   "save the joined table to a CSV file and print its shape"],
+    "pivot": ["aggregate {values} per {rows}: mean, minimum and maximum",
+              "reshape the result to one row per value of {rows} and one column per aggregate",
+              "save it to a CSV file, read the file back and print it"],
+    "regression": ["split the rows into a training set and a held-out test set (20%, a fixed random seed)",
+                   "fit a model that predicts {target} from {features} on the training set",
+                   "report the model's error (RMSE) on the test set"],
+    "classification": ["split the rows into a training set and a held-out test set (20%, a fixed random seed)",
+                       "fit a classifier that predicts {target} from {features} on the training set",
+                       "report its accuracy on the test set"],
+    "report": ["compute summary statistics of {focus} and print them",
+               "compare them across groups or over time and print the comparison",
+               "write a short markdown report with the key figures"],
+    "open_question": ["describe {focus} and print the figures",
+                      "look for a pattern (a difference between groups, a relation or a trend) and print the "
+                      "figures that show it",
+                      "answer the question from that evidence"],
+}
+
+
+def _steps(seed: TaskSeed) -> list[str]:
+    fields = {part.replace(" ", "_"): seed.names(column) for part, column in seed.columns.items()}
+    fields["table"] = f"`{seed.table}`" if seed.table else "the table"
+    fields["joined"] = f"`{seed.join['table']}`" if seed.join else "the table it references"
+    try:
+        return [step.format(**fields) for step in _STEPS[seed.kind]]
+    except KeyError:  # a kind without steps, or a seed without the columns its steps name (an open question
+        return []     # with no focus column): the seed says how many steps, not which
+
 
 def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str, key: str,
               exclude: Collection[str] = ()) -> TaskSeed | None:
@@ -177,11 +245,17 @@ def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str,
             seed = _build(kind, card, table, by_role, rng)
             if seed is not None:
                 seed.category, seed.difficulty = category, difficulty
-                seed.min_cells = _MIN_CELLS.get(difficulty, 1)
-                seed.qualified = len(card.tables) > 1
-                return seed
-    return TaskSeed(kind="open_question", category=category, difficulty=difficulty, table=focus,
-                    min_cells=_MIN_CELLS.get(difficulty, 1), qualified=len(card.tables) > 1)
+                return _sized(seed, difficulty, qualified=len(card.tables) > 1)
+    return _sized(TaskSeed(kind="open_question", category=category, difficulty=difficulty, table=focus),
+                  difficulty, qualified=len(card.tables) > 1)
+
+
+def _sized(seed: TaskSeed, difficulty: str, *, qualified: bool) -> TaskSeed:
+    seed.qualified = qualified
+    seed.min_cells = _MIN_CELLS.get(difficulty, 1)
+    if seed.min_cells > 1:
+        seed.steps = _steps(seed)
+    return seed
 
 
 def _pick(rng: random.Random, names: list[str]) -> str | None:

@@ -35,8 +35,8 @@ TASKS = {
     ("regional_sales", "easy"): "Report the mean amount of the rows whose region is north in sales.csv.",
     ("data_analysis", "easy"): "Sum the amount column per region and report which region has the largest total.",
     ("data_analysis", "medium"): "Count how many rows each region has in sales.csv and list them sorted.",
-    ("data_cleaning", "easy"): "Check sales.csv for missing values in every column and report counts.",
-    ("data_cleaning", "medium"): "Find duplicated region labels ignoring case, write cleaned.csv keeping one spelling.",
+    ("data_cleaning", "easy"): "Check `region` and `amount` in sales.csv for missing values and report counts.",
+    ("data_cleaning", "medium"): "Find outliers of `amount` in sales.csv by the 1.5 IQR rule and count them.",
 }
 CODE = ("<Analyze>Look at the data.</Analyze>\n<Code>\n```python\nimport pandas as pd\n"
         "df = pd.read_csv('sales.csv')\nprint(df.groupby('region')['amount'].sum().to_string())\n```\n</Code>")

@@ -113,6 +113,25 @@ async def test_a_task_naming_data_the_source_does_not_have_is_sent_back() -> Non
     assert (await LLMQuestioner(ScriptedChatModel([json.dumps(copied)])).propose(unchecked)).instruction
 
 
+async def test_a_seeded_task_that_names_none_of_the_seed_columns_is_sent_back() -> None:
+    request = ProposalRequest("music.sqlite", "card", ["music.sqlite"], "data_analysis", "hard",
+                              columns={"Track": ["Milliseconds", "MediaTypeId"], "MediaType": ["MediaTypeId", "Name"]},
+                              seed_columns=["Milliseconds", "Name", "MediaType", "MediaTypeId"])
+    # The 1.5B wrote its checklist question as the instruction of a hard join task.
+    stray = {**TASK, "instruction": "Does the answer have the correct column names?", "files": ["music.sqlite"],
+             "deliverables": []}
+    seeded = {**TASK, "instruction": "In music.sqlite, join `Track` with `MediaType`, average `Track.Milliseconds` "
+                                     "per `MediaType.Name` and report the longest.", "files": ["music.sqlite"],
+              "deliverables": []}
+    model = ScriptedChatModel([json.dumps(stray), json.dumps(seeded)], strict=True)
+    task = await LLMQuestioner(model, max_repairs=1).propose(request)
+    assert "names none of the seed's columns (Milliseconds, Name, MediaType, MediaTypeId)" in \
+        model.calls[1]["messages"][-1]["content"]
+    assert task.instruction == seeded["instruction"]
+    with pytest.raises(QuestionerError, match="none of the seed's columns"):
+        await LLMQuestioner(ScriptedChatModel([json.dumps(stray)], strict=False), max_repairs=1).propose(request)
+
+
 async def test_columns_of_a_one_table_file_are_named_bare() -> None:
     one = ProposalRequest("diabetes.csv", "card", ["diabetes.csv"], "data_analysis", "easy",
                           columns={"diabetes": ["s4", "sex"]})

@@ -39,7 +39,7 @@ ANSWER = "<Understand>Counted.</Understand>\n<Answer>There are 4 rows.</Answer>"
 
 
 # Unique words per episode kind keep the planner's near-duplicate check from merging the tasks.
-reply = RoleScript(lambda category, difficulty, file: f"Count the rows of {file} ("
+reply = RoleScript(lambda category, difficulty, file: f"Count the rows of {file} and sum `amount` by `region` ("
                    + " ".join(f"{category}{i} {difficulty}{i}" for i in range(6)) + ").", CODE, ANSWER)
 
 

@@ -50,6 +50,16 @@ def test_no_seed_groups_by_a_continuous_or_id_column_and_hard_seeds_need_steps(c
                         assert role in ("group", "identifier"), (card.name, seed)
                     assert seed.min_cells == (3 if difficulty == "hard" else 1)
                     assert seed.describe().startswith(f"Task kind: {seed.kind}")
+                    if difficulty == "hard" and (seed.columns or seed.join):
+                        # A hard task comes with its steps, one per required cell, over the seed's own columns.
+                        assert len(seed.steps) == seed.min_cells, seed
+                        assert f"({seed.min_cells}) {seed.steps[-1]}" in seed.describe()
+                        assert any(f"`{name}`" in " ".join(seed.steps) or f".{name}`" in " ".join(seed.steps)
+                                   for name in seed.column_names()), seed
+                    else:
+                        assert seed.steps == [] and "steps, one code cell each" not in seed.describe()
+                    known = {c.name for t in card.tables for c in t.columns} | {t.name for t in card.tables}
+                    assert set(seed.column_names()) <= known, seed
                     assert seed.qualified == (len(card.tables) > 1)  # a CSV's columns are named bare
     assert len(kinds) >= 8
 
