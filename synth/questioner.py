@@ -94,6 +94,9 @@ class ProposalRequest:
     # The seed's columns (synth.seeds.TaskSeed.column_names): a seeded task that names none of them is not about
     # its seed (a small model writes its checklist question as the instruction) and is sent back. Empty: not checked.
     seed_columns: list[str] = field(default_factory=list)
+    # The sheets of a workbook with several: a task naming `sheet.column` says which sheet it reads (code reading
+    # the file gets the first sheet unless told). Empty: the source is no workbook, or has one sheet.
+    sheets: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -183,6 +186,7 @@ class LLMQuestioner:
                                                       re.IGNORECASE) for name in request.seed_columns):
             raise ValueError(f"the instruction names none of the seed's columns ({', '.join(request.seed_columns)}); "
                              "write the task the seed describes, over those columns")
+        task.instruction = _with_sheets_named(task.instruction, request.sheets, task.files)
         unnamed = [name for name in task.deliverables if name not in task.instruction]
         if unnamed:  # a file the instruction never asks for would fail a check the solver cannot know about
             task.instruction = f"{task.instruction.rstrip()} Save the result to {' and '.join(unnamed)}."
@@ -234,6 +238,17 @@ def _bare_columns_of_one_table(text: str, columns: dict[str, list[str]]) -> str:
         return f"`{column}`" if match.group(1).lower() == table.lower() and column else match.group(0)
 
     return _QUALIFIED.sub(bare, text)
+
+
+def _with_sheets_named(text: str, sheets: Sequence[str], files: Sequence[str]) -> str:
+    """`features.statistic` in a workbook task -> the task also says that `features` is a sheet of the file."""
+    named = list(dict.fromkeys(table for table, _ in _QUALIFIED.findall(text) if table in sheets))
+    named = [sheet for sheet in named if not re.search(rf"sheet\W+`?{re.escape(sheet)}\b|`?{re.escape(sheet)}`?\s+"
+                                                        r"sheet", text, re.IGNORECASE)]
+    if not named or not files:
+        return text
+    which = " and ".join(f"`{sheet}`" for sheet in named)
+    return f"{text.rstrip()} {which} {'is a sheet' if len(named) == 1 else 'are sheets'} of {files[0]}."
 
 
 _FILE_NAME = re.compile(r"(?<![\w./-])[\w-]+\.(?:csv|tsv|sqlite3?|db|duckdb|xlsx?|parquet|jsonl?|txt|md)(?![\w.])",

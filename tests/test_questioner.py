@@ -132,6 +132,19 @@ async def test_a_seeded_task_that_names_none_of_the_seed_columns_is_sent_back() 
         await LLMQuestioner(ScriptedChatModel([json.dumps(stray)], strict=False), max_repairs=1).propose(request)
 
 
+async def test_a_workbook_task_says_which_sheet_it_reads() -> None:
+    request = ProposalRequest("cancer.xlsx", "card", ["cancer.xlsx"], "report_generation", "hard",
+                              columns={"samples": ["diagnosis"], "features": ["statistic"]},
+                              sheets=["samples", "features"])
+    bare = {**TASK, "instruction": "Compute summary statistics of `features.statistic` and print them.",
+            "files": ["cancer.xlsx"], "deliverables": []}
+    task = await LLMQuestioner(ScriptedChatModel([json.dumps(bare)])).propose(request)
+    assert task.instruction == bare["instruction"] + " `features` is a sheet of cancer.xlsx."
+    said = {**bare, "instruction": "In the `features` sheet, summarise `features.statistic`."}
+    assert (await LLMQuestioner(ScriptedChatModel([json.dumps(said)])).propose(request)).instruction == \
+        said["instruction"]
+
+
 async def test_columns_of_a_one_table_file_are_named_bare() -> None:
     one = ProposalRequest("diabetes.csv", "card", ["diabetes.csv"], "data_analysis", "easy",
                           columns={"diabetes": ["s4", "sex"]})

@@ -156,7 +156,8 @@ async def _proposal(questioner: Questioner, card: DataCard, seed: Any, ep: dict[
         seed=seed.describe() if seed else None, focus_table=focus,
         other_tables=card.referenced_tables(focus) if easy else [],
         columns={t.name: [c.name for c in t.columns] for t in card.tables},
-        seed_columns=seed.column_names() if seed is not None else [])
+        seed_columns=seed.column_names() if seed is not None else [],
+        sheets=[t.name for t in card.tables] if card.kind == "excel" and len(card.tables) > 1 else [])
     for _ in range(2):  # one retry when the task only rewords an accepted one
         task = await questioner.propose(request)
         twin = deps.duplicates.duplicate_of(task.instruction)
