@@ -93,7 +93,7 @@ class TaskSeed:
     columns: dict[str, str] = field(default_factory=dict)
     join: dict[str, str] | None = None  # {"table", "on", "ref_column"} along a real foreign key
     min_cells: int = 1  # a hard task has several steps
-    steps: list[str] = field(default_factory=list)  # a hard task's steps, in order (min_cells of them)
+    steps: list[str] = field(default_factory=list)  # a hard task's min_cells steps, in order ([]: no columns)
     issue: str | None = None  # data_cleaning: the problem the profile shows (e.g. "3 nulls in Composer")
     qualified: bool = True  # columns named `table.column`; False for a one-table file (a CSV has no table names)
 
@@ -245,14 +245,14 @@ def task_seed(card: DataCard, focus: str | None, category: str, difficulty: str,
             seed = _build(kind, card, table, by_role, rng)
             if seed is not None:
                 seed.category, seed.difficulty = category, difficulty
-                return _sized(seed, difficulty, qualified=len(card.tables) > 1)
-    return _sized(TaskSeed(kind="open_question", category=category, difficulty=difficulty, table=focus),
-                  difficulty, qualified=len(card.tables) > 1)
+                return _sized(seed, card)
+    return _sized(TaskSeed(kind="open_question", category=category, difficulty=difficulty, table=focus), card)
 
 
-def _sized(seed: TaskSeed, difficulty: str, *, qualified: bool) -> TaskSeed:
-    seed.qualified = qualified
-    seed.min_cells = _MIN_CELLS.get(difficulty, 1)
+def _sized(seed: TaskSeed, card: DataCard) -> TaskSeed:
+    """The seed with the steps its difficulty takes, its columns named as `card` names them."""
+    seed.qualified = len(card.tables) > 1
+    seed.min_cells = _MIN_CELLS.get(seed.difficulty, 1)
     if seed.min_cells > 1:
         seed.steps = _steps(seed)
     return seed
